@@ -1,0 +1,194 @@
+"""The `translator` command line: a thin layer over the stages and the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pipelines.stages import STAGES, Context, StageError, run_stage  # noqa: E402
+from translator.config import ConfigError, load_config  # noqa: E402
+from translator.corpus import CorpusError  # noqa: E402
+
+USER_ERRORS = (ConfigError, CorpusError, StageError, FileNotFoundError, ValueError)
+
+
+def _context(args) -> Context:
+    config = load_config(args.config, overrides=args.set or [])
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
+    return Context(config=config, run_dir=run_dir, force=args.force)
+
+
+def cmd_run(args) -> int:
+    ctx = _context(args)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    for s in stages:
+        if s not in STAGES:
+            raise ConfigError(f"--stages: unknown stage {s!r}; valid choices: {', '.join(STAGES)}")
+    print(f"run directory: {ctx.run_dir}", flush=True)
+    for stage in STAGES:
+        if stage in stages:
+            run_stage(ctx, stage)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    run_stage(_context(args), args.command)
+    return 0
+
+
+def _decode_options(args) -> dict:
+    return {
+        "beam_size": args.beam_size,
+        "n_best": getattr(args, "n_best", None),
+        "length_penalty": args.length_penalty,
+        "batch_size": args.batch_size,
+    }
+
+
+def cmd_evaluate(args) -> int:
+    target = Path(args.target)
+    if target.suffix in (".yaml", ".yml") or target.is_file():
+        args.config = args.target
+        return cmd_stage(args)
+    from pipelines.stages import evaluate_pairs, print_scores, write_evaluation
+    from translator.corpus import read_tsv
+    from translator.translate import Translator
+
+    if not args.test:
+        raise ConfigError("evaluate RUN_DIR needs --test FILE.tsv (or give a CONFIG to run the evaluate stage)")
+    translator = Translator.load(target)
+    decode = {k: v for k, v in _decode_options(args).items() if v is not None}
+    decode["n_best"] = 1
+    pairs = read_tsv(args.test)
+    hyps, scores, seconds = evaluate_pairs(translator, pairs, ["bleu", "chrf"], **decode)
+    out_dir = Path(args.output_dir) if args.output_dir else target / "eval"
+    info = {"decode": decode, "seconds": round(seconds, 2), "sentences_per_s": round(len(pairs) / seconds, 2)}
+    report = write_evaluation(out_dir, Path(args.test).stem, pairs, hyps, scores, info)
+    print_scores(report)
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from pipelines.translate_file import translate_stream
+
+    from translator.translate import Translator
+
+    translator = Translator.load(args.run_dir)
+    options = {k: v for k, v in _decode_options(args).items() if v is not None}
+    if args.sentences:
+        lines = args.sentences
+        return translate_stream(translator, iter(lines), sys.stdout, options)
+    if args.input:
+        if not Path(args.input).is_file():
+            raise FileNotFoundError(f"input file not found: {args.input}")
+        source = open(args.input, encoding="utf-8")  # noqa: SIM115 (closed below)
+    else:
+        source = sys.stdin
+    try:
+        if args.output:
+            return translate_stream(translator, source, None, options, output_path=Path(args.output), resume=args.resume)
+        return translate_stream(translator, source, sys.stdout, options)
+    finally:
+        if source is not sys.stdin:
+            source.close()
+
+
+def cmd_bench(args) -> int:
+    from translator.benchmark import run_benchmarks
+
+    results = run_benchmarks(args.run_dir, train_steps=args.train_steps, naive_sentences=args.naive_sentences)
+    if args.json is not None:
+        text = json.dumps(results, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            from translator.io import atomic_write_text
+
+            atomic_write_text(args.json, text + "\n")
+            print(f"wrote {args.json}")
+    return 0
+
+
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML file, e.g. configs/tiny.yaml")
+    p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=3")
+    p.add_argument("--force", action="store_true", help="rerun stages even when they are up to date")
+
+
+def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
+    p.add_argument("--beam-size", type=int, help="beam size (1 = greedy; default from the config)")
+    if n_best:
+        p.add_argument("--n-best", type=int, help="hypotheses per input (<= beam size)")
+    p.add_argument("--length-penalty", type=float, help="length penalty alpha (0 = none)")
+    p.add_argument("--batch-size", type=int, help="sentences per batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="translator", description="Recurrent seq2seq machine translation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run pipeline stages (prepare, tokenize, train, evaluate)")
+    _stage_args(p)
+    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages (default: all)")
+    p.set_defaults(func=cmd_run)
+    for stage, text in (
+        ("prepare", "read, clean and split the corpus"),
+        ("tokenize", "train source and target tokenizers"),
+        ("train", "train the model (resumes from the last checkpoint)"),
+    ):
+        p = sub.add_parser(stage, help=text)
+        _stage_args(p)
+        p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate: `evaluate CONFIG` runs the stage; `evaluate RUN_DIR --test FILE.tsv` scores any TSV",
+    )
+    p.add_argument("target", help="a config file (runs the stage) or a run directory")
+    p.add_argument("--run-dir", help="run directory for the stage form")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--force", action="store_true", help="rerun even when up to date")
+    p.add_argument("--test", help="TSV file of source<TAB>reference pairs (run-directory form)")
+    p.add_argument("--output-dir", help="where hypotheses and scores go (default: RUN_DIR/eval)")
+    _decode_args(p, n_best=False)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("translate", help="translate sentences, a file, or stdin with a trained run")
+    p.add_argument("run_dir", help="a run directory with a trained model")
+    p.add_argument("sentences", nargs="*", help="sentences to translate (default: read --input or stdin)")
+    p.add_argument("--input", help="file with one sentence a line")
+    p.add_argument("--output", help="write translations here (default: stdout)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted --output file")
+    _decode_args(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("bench", help="training and decoding throughput of a trained run")
+    p.add_argument("run_dir", help="a run directory with a trained model")
+    p.add_argument("--json", nargs="?", const="-", help="print JSON (or write it to the given file)")
+    p.add_argument("--train-steps", type=int, default=20, help="training steps timed (default 20)")
+    p.add_argument("--naive-sentences", type=int, default=100, help="sentences for the naive decoder")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"translator: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("translator: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

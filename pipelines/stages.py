@@ -1,0 +1,331 @@
+"""The pipeline stages: prepare, tokenize, train, evaluate.
+
+Each stage reads what it needs from the run directory and writes its results there atomically.
+A stage records a fingerprint of its inputs and config in `stages/<name>.json`; when the
+fingerprint is unchanged and its outputs exist, the stage is skipped (unless forced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from translator.config import Config, save_config
+from translator.corpus import (
+    CleanReport,
+    CorpusError,
+    Pair,
+    ReadReport,
+    bundled_path,
+    clean,
+    normalize,
+    read_text_pair,
+    read_tfds,
+    read_tsv,
+    split_pairs,
+    write_tsv,
+)
+from translator.io import atomic_write_json, atomic_write_text, file_digest, fingerprint, read_json
+
+SPLITS = ("train", "valid", "test")
+STAGES = ("prepare", "tokenize", "train", "evaluate")
+# Train settings that only decide when to stop: changing them continues a run instead of restarting it.
+STOP_KEYS = ("epochs", "max_minutes", "patience")
+
+
+class StageError(RuntimeError):
+    """A stage cannot run (e.g. an earlier stage's output is missing)."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What every stage gets: the resolved config, the run directory and whether to force."""
+
+    config: Config
+    run_dir: Path
+    force: bool = False
+    verbose: int = 1
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    def marker(self, stage: str) -> Path:
+        return self.path("stages", f"{stage}.json")
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+
+def _stage_fingerprint(ctx: Context, stage: str) -> str:
+    cfg = ctx.config
+    if stage == "prepare":
+        return fingerprint("prepare", cfg.section("data"), _input_digests(cfg))
+    if stage == "tokenize":
+        return fingerprint("tokenize", cfg.section("tokenizer"), _fingerprint_of(ctx, "prepare"))
+    if stage == "train":
+        return fingerprint("train", cfg.section("model"), cfg.section("train"), _fingerprint_of(ctx, "tokenize"))
+    if stage == "evaluate":
+        return fingerprint(
+            "evaluate", cfg.section("decode"), cfg.section("eval"), _fingerprint_of(ctx, "train"), _model_digest(ctx)
+        )
+    raise ValueError(stage)
+
+
+def training_fingerprint(ctx: Context) -> str:
+    """What must match for a checkpoint to be resumed: model, data, tokenizers, all but stop settings."""
+    train = {k: v for k, v in ctx.config.section("train").items() if k not in STOP_KEYS}
+    return fingerprint("train-resume", ctx.config.section("model"), train, _fingerprint_of(ctx, "tokenize"))
+
+
+def _fingerprint_of(ctx: Context, stage: str) -> str | None:
+    marker = ctx.marker(stage)
+    return read_json(marker)["fingerprint"] if marker.is_file() else None
+
+
+def _model_digest(ctx: Context) -> str | None:
+    path = ctx.path("model.keras")
+    return file_digest(path) if path.is_file() else None
+
+
+def _input_digests(cfg: Config) -> dict:
+    d = cfg.data
+    if d.corpus != "tsv" and d.corpus != "text":
+        return {}
+    out = {}
+    for split in SPLITS:
+        spec = getattr(d, split)
+        if spec:
+            for part in spec.split(","):
+                p = Path(part.strip())
+                out[str(p)] = file_digest(p) if p.is_file() else "missing"
+    return out
+
+
+def _outputs_exist(ctx: Context, stage: str) -> bool:
+    kind = ctx.config.tokenizer.type
+    suffix = "model" if kind == "sentencepiece" else "json"
+    required = {
+        "prepare": [ctx.path("data", f"{s}.tsv") for s in SPLITS],
+        "tokenize": [ctx.path("tokenizers", f"{side}.{suffix}") for side in ("src", "tgt")],
+        "train": [ctx.path("model.keras")],
+        "evaluate": [ctx.path("eval", "scores.json")],
+    }[stage]
+    return all(p.is_file() for p in required)
+
+
+def run_stage(ctx: Context, stage: str) -> dict:
+    """Run one stage unless it is up to date; returns its summary."""
+    fn: Callable[[Context], dict] = {
+        "prepare": prepare,
+        "tokenize": tokenize,
+        "train": train,
+        "evaluate": evaluate,
+    }[stage]
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(ctx.config, ctx.path("config.yaml"))
+    fp = _stage_fingerprint(ctx, stage)
+    marker = ctx.marker(stage)
+    if not ctx.force and marker.is_file() and _outputs_exist(ctx, stage):
+        saved = read_json(marker)
+        if saved.get("fingerprint") == fp:
+            ctx.log(f"[{stage}] skipped: up to date (use --force to rerun)")
+            return {**saved.get("summary", {}), "skipped": True}
+    ctx.log(f"[{stage}] running")
+    t0 = time.time()
+    summary = fn(ctx)
+    summary["seconds"] = round(time.time() - t0, 2)
+    # Recompute: evaluate's fingerprint depends on the model file, train's output.
+    atomic_write_json(marker, {"fingerprint": _stage_fingerprint(ctx, stage), "summary": summary})
+    return summary
+
+
+# -- prepare ---------------------------------------------------------------------------------------
+def _read_split(cfg: Config, split: str, report: ReadReport) -> list[Pair] | None:
+    d = cfg.data
+    if d.corpus == "ding-de-en":
+        return read_tsv(bundled_path(split))
+    if d.corpus.startswith("tfds:"):
+        name = d.corpus[len("tfds:") :]
+        tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
+        try:
+            return read_tfds(name, tfds_split, d.src_lang, d.tgt_lang, d.tfds_data_dir)
+        except CorpusError:
+            if split == "train":
+                raise
+            return None
+    spec = getattr(d, split)
+    if not spec:
+        if split == "train":
+            raise CorpusError(f"data.train is required for data.corpus: {d.corpus}")
+        return None
+    if d.corpus == "tsv":
+        return read_tsv(spec, skip_malformed=d.skip_malformed, report=report)
+    if d.corpus == "text":
+        files = [p.strip() for p in spec.split(",")]
+        if len(files) != 2:
+            raise CorpusError(f"data.{split}: expected SRC_FILE,TGT_FILE for data.corpus: text, got {spec!r}")
+        return read_text_pair(*files)
+    raise CorpusError(f"data.corpus: invalid value {d.corpus!r}; valid choices: ding-de-en, tsv, text, tfds:NAME")
+
+
+def prepare(ctx: Context) -> dict:
+    """Read, normalise, filter and split the corpus into data/{train,valid,test}.tsv."""
+    cfg = ctx.config
+    d = cfg.data
+    report = ReadReport()
+    raw = {split: _read_split(cfg, split, report) for split in SPLITS}
+    if d.corpus == "ding-de-en" and d.use_phrases:
+        raw["train"] = raw["train"] + read_tsv(bundled_path("phrases"))
+    train, train_report = clean(raw["train"], d.max_words)
+    summary: dict = {"malformed_skipped": report.malformed, "train_dropped": dataclasses.asdict(train_report)}
+    if raw["valid"] is None or raw["test"] is None:
+        train, valid_split, test_split = split_pairs(train, d.valid_fraction, d.test_fraction, d.split_seed)
+        raw["valid"] = raw["valid"] if raw["valid"] is not None else valid_split
+        raw["test"] = raw["test"] if raw["test"] is not None else test_split
+        summary["split"] = "made deterministically from train"
+    splits = {"train": train}
+    for split in ("valid", "test"):
+        # Evaluation sets are normalised but not length-filtered: every sentence is scored.
+        pairs = [Pair(normalize(p.src), normalize(p.tgt)) for p in raw[split]]
+        kept = [p for p in pairs if p.src and p.tgt]
+        summary[f"{split}_dropped"] = dataclasses.asdict(CleanReport(kept=len(kept), empty=len(pairs) - len(kept)))
+        splits[split] = kept
+    limits = {"train": d.max_train_pairs, "valid": d.max_valid_pairs, "test": d.max_test_pairs}
+    for split in SPLITS:
+        if limits[split] is not None:
+            splits[split] = splits[split][: limits[split]]
+        if not splits[split]:
+            raise CorpusError(f"the {split} split is empty after cleaning; check data.* settings")
+        write_tsv(splits[split], ctx.path("data", f"{split}.tsv"))
+        summary[f"{split}_pairs"] = len(splits[split])
+    d_train = summary["train_dropped"]
+    ctx.log(
+        f"[prepare] train {summary['train_pairs']} pairs (dropped {d_train['empty']} empty, "
+        f"{d_train['too_long']} longer than {d.max_words} words, {report.malformed} malformed lines skipped), "
+        f"valid {summary['valid_pairs']}, test {summary['test_pairs']}"
+    )
+    atomic_write_json(ctx.path("data", "stats.json"), summary)
+    return summary
+
+
+def load_split(run_dir: Path, split: str) -> list[Pair]:
+    path = Path(run_dir) / "data" / f"{split}.tsv"
+    if not path.is_file():
+        raise StageError(f"{path} is missing; run the `prepare` stage first")
+    return read_tsv(path)
+
+
+# -- tokenize --------------------------------------------------------------------------------------
+def tokenize(ctx: Context) -> dict:
+    """Train source and target tokenizers on the training split; save them in tokenizers/."""
+    from translator.tokenizers import save_tokenizer, train_tokenizer
+
+    t = ctx.config.tokenizer
+    train = load_split(ctx.run_dir, "train")
+    summary = {}
+    for side, texts, size in (
+        ("src", [p.src for p in train], t.src_vocab_size),
+        ("tgt", [p.tgt for p in train], t.tgt_vocab_size),
+    ):
+        tok = train_tokenizer(
+            t.type,
+            texts,
+            size,
+            model_type=t.model_type,
+            character_coverage=t.character_coverage,
+            lowercase=t.lowercase,
+            min_frequency=t.min_frequency,
+            seed=ctx.config.train.seed,
+        )
+        save_tokenizer(tok, ctx.path("tokenizers"), side)
+        lengths = [len(ids) for ids in tok.encode_batch(texts)]
+        summary[f"{side}_vocab_size"] = tok.vocab_size
+        summary[f"{side}_mean_tokens"] = round(sum(lengths) / len(lengths), 2)
+    ctx.log(
+        f"[tokenize] {t.type}: source vocabulary {summary['src_vocab_size']} "
+        f"({summary['src_mean_tokens']} tokens/sentence), target vocabulary {summary['tgt_vocab_size']} "
+        f"({summary['tgt_mean_tokens']} tokens/sentence)"
+    )
+    return summary
+
+
+def load_tokenizers(ctx: Context):
+    from translator.tokenizers import load_tokenizer
+
+    kind = ctx.config.tokenizer.type
+    try:
+        return (
+            load_tokenizer(ctx.path("tokenizers"), kind, "src"),
+            load_tokenizer(ctx.path("tokenizers"), kind, "tgt"),
+        )
+    except FileNotFoundError as e:
+        raise StageError(str(e)) from None
+
+
+# -- train -----------------------------------------------------------------------------------------
+def train(ctx: Context) -> dict:
+    """Train with checkpoints every epoch; resumes from the last checkpoint when interrupted."""
+    from translator.training import TrainPaths
+    from translator.training import train as train_model
+
+    src_tok, tgt_tok = load_tokenizers(ctx)
+    result = train_model(
+        ctx.config,
+        TrainPaths.in_run_dir(ctx.run_dir),
+        src_tok,
+        tgt_tok,
+        load_split(ctx.run_dir, "train"),
+        load_split(ctx.run_dir, "valid"),
+        training_fingerprint(ctx),
+        verbose=ctx.verbose,
+    )
+    ctx.log(
+        f"[train] {result.epochs} epochs in {result.elapsed_seconds / 60:.1f} min ({result.stop_reason}); "
+        f"best validation BLEU {result.best_bleu:.2f} at epoch {result.best_epoch}; "
+        f"{result.train_tokens_per_s:.0f} target tokens/s"
+    )
+    return dataclasses.asdict(result)
+
+
+# -- evaluate --------------------------------------------------------------------------------------
+def evaluate_pairs(translator, pairs: list[Pair], metrics: list[str], **decode) -> tuple[list[str], dict, float]:
+    """Translate the sources of `pairs` and score against their targets; returns hyps, scores, seconds."""
+    from translator.evaluation import corpus_scores
+
+    t0 = time.time()
+    hyps = translator.translate([p.src for p in pairs], **decode)
+    seconds = time.time() - t0
+    scores = corpus_scores(hyps, [p.tgt for p in pairs], metrics)
+    return hyps, {k: v.to_dict() for k, v in scores.items()}, seconds
+
+
+def write_evaluation(out_dir: Path, name: str, pairs: list[Pair], hyps: list[str], scores: dict, info: dict) -> dict:
+    """Write `<name>.hyp.txt` and `<name>.scores.json` (and return the report)."""
+    atomic_write_text(out_dir / f"{name}.hyp.txt", "".join(h + "\n" for h in hyps))
+    report = {"test_set": name, "sentences": len(pairs), **info, "scores": scores}
+    atomic_write_json(out_dir / f"{name}.scores.json", report)
+    return report
+
+
+def print_scores(report: dict) -> None:
+    for s in report["scores"].values():
+        print(f"{report['test_set']}: {s['text']}   ({s['signature']})", flush=True)
+
+
+def evaluate(ctx: Context) -> dict:
+    """Translate the test split with the best model; write eval/test.hyp.txt and eval/scores.json."""
+    from translator.translate import Translator
+
+    translator = Translator.load(ctx.run_dir)
+    d = ctx.config.decode
+    decode = {"beam_size": d.beam_size, "length_penalty": d.length_penalty, "batch_size": d.batch_size, "n_best": 1}
+    pairs = load_split(ctx.run_dir, "test")
+    hyps, scores, seconds = evaluate_pairs(translator, pairs, ctx.config.eval.metrics, **decode)
+    info = {"decode": decode, "seconds": round(seconds, 2), "sentences_per_s": round(len(pairs) / seconds, 2)}
+    report = write_evaluation(ctx.path("eval"), "test", pairs, hyps, scores, info)
+    atomic_write_json(ctx.path("eval", "scores.json"), report)
+    print_scores(report)
+    return {k: v["score"] for k, v in scores.items()}

@@ -1,0 +1,83 @@
+"""Streaming translation of large inputs: chunked, in input order, resumable."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+CHUNK_LINES = 2000
+
+
+def _format(per_input, index: int, n_best: int) -> str:
+    if n_best > 1:
+        return "".join(f"{index}\t{score:.4f}\t{text}\n" for text, score in per_input)
+    return per_input + "\n"
+
+
+def _lines_done(path: Path, n_best: int) -> int:
+    """Complete inputs already in an output file; drops a trailing partial line."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        path.write_bytes(data)
+    lines = data.decode("utf-8").splitlines()
+    if n_best > 1:
+        indices = [int(line.split("\t", 1)[0]) for line in lines]
+        done = max(indices) + 1 if indices else 0
+        # Keep only whole inputs (all n_best lines present).
+        if indices and indices.count(done - 1) < n_best:
+            keep = [ln for ln, i in zip(lines, indices, strict=True) if i < done - 1]
+            path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+            done -= 1
+        return done
+    return len(lines)
+
+
+def translate_stream(
+    translator,
+    source: Iterator[str] | TextIO,
+    sink: TextIO | None,
+    options: dict,
+    output_path: Path | None = None,
+    resume: bool = False,
+    chunk_lines: int = CHUNK_LINES,
+) -> int:
+    """Translate lines from `source` chunk by chunk; one output line per input (n_best lines each).
+
+    Writes to `sink`, or appends to `output_path` (after skipping finished inputs with `resume`).
+    Progress goes to stderr.
+    """
+    n_best = options.get("n_best") or translator.decode.n_best
+    skip = 0
+    if output_path is not None:
+        if resume and output_path.is_file():
+            skip = _lines_done(output_path, n_best)
+            print(f"resuming: {skip} inputs already translated in {output_path}", file=sys.stderr)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(output_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
+    else:
+        out = sink
+    lines = (line.rstrip("\r\n") for line in source)
+    lines = itertools.islice(lines, skip, None)
+    done, t0 = skip, time.time()
+    try:
+        while True:
+            chunk = list(itertools.islice(lines, chunk_lines))
+            if not chunk:
+                break
+            results = translator.translate(chunk, **options)
+            out.write("".join(_format(r, done + i, n_best) for i, r in enumerate(results)))
+            out.flush()
+            done += len(chunk)
+            rate = (done - skip) / max(time.time() - t0, 1e-9)
+            print(f"\rtranslated {done} lines ({rate:.1f} lines/s)", end="", file=sys.stderr, flush=True)
+    finally:
+        if output_path is not None:
+            out.close()
+    if done > skip:
+        print(file=sys.stderr)
+    return 0

@@ -1,0 +1,72 @@
+import pytest
+
+from translator.corpus import (
+    CorpusError,
+    Pair,
+    ReadReport,
+    bundled_path,
+    clean,
+    read_text_pair,
+    read_tsv,
+    split_pairs,
+)
+
+
+def test_bundled_corpus_is_shipped_with_its_licence():
+    pairs = read_tsv(bundled_path("train"))
+    assert len(pairs) == 15648
+    assert len(read_tsv(bundled_path("valid"))) == 1000
+    assert len(read_tsv(bundled_path("test"))) == 1000
+    readme = bundled_path("train").parent / "README.md"
+    assert "GPL-2.0-or-later" in readme.read_text()
+
+
+def test_tsv_without_one_tab_names_file_and_line(tmp_path):
+    f = tmp_path / "pairs.tsv"
+    f.write_text("a\tb\nno tab here\nc\td\n", encoding="utf-8")
+    with pytest.raises(CorpusError) as e:
+        read_tsv(f)
+    assert f"{f}:2" in str(e.value)
+    report = ReadReport()
+    pairs = read_tsv(f, skip_malformed=True, report=report)
+    assert pairs == [Pair("a", "b"), Pair("c", "d")]
+    assert report.malformed == 1
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    f = tmp_path / "latin1.tsv"
+    f.write_bytes("ok\tfine\n".encode() + "Grüße\tgreetings\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"latin1.tsv:2: invalid UTF-8"):
+        read_tsv(f)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CorpusError, match="file not found"):
+        read_tsv(tmp_path / "missing.tsv")
+
+
+def test_aligned_text_files_must_match(tmp_path):
+    (tmp_path / "s.txt").write_text("a\nb\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="has 2 lines"):
+        read_text_pair(tmp_path / "s.txt", tmp_path / "t.txt")
+    (tmp_path / "t.txt").write_text("x\ny\n", encoding="utf-8")
+    assert read_text_pair(tmp_path / "s.txt", tmp_path / "t.txt")[1] == Pair("b", "y")
+
+
+def test_clean_normalises_and_filters():
+    decomposed = "Gru\u0308\u00dfe"  # u + combining diaeresis
+    pairs = [Pair(decomposed, "greetings"), Pair(" ", "x"), Pair("a " * 30, "b")]
+    kept, report = clean(pairs, max_words=10)
+    assert kept == [Pair("Grüße", "greetings")]
+    assert (report.kept, report.empty, report.too_long) == (1, 1, 1)
+
+
+def test_split_is_deterministic_and_disjoint():
+    pairs = [Pair(str(i), str(i)) for i in range(100)]
+    a = split_pairs(pairs, 0.1, 0.1, seed=3)
+    b = split_pairs(pairs, 0.1, 0.1, seed=3)
+    assert a == b
+    train, valid, test = a
+    assert (len(train), len(valid), len(test)) == (80, 10, 10)
+    assert not set(train) & set(valid) and not set(train) & set(test)

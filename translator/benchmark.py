@@ -1,0 +1,157 @@
+"""Throughput benchmarks of a trained run: training tokens/s and decoding sentences/s.
+
+All figures come from one process, measured side by side, so they can be compared as ratios.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from translator.config import Config, config_from_dict
+from translator.corpus import Pair, read_tsv
+from translator.data import BucketedDataset, pad_batch
+from translator.model import EncoderOutput, build_model, compile_model
+from translator.search import max_output_lengths
+from translator.tokenizers import BOS_ID, EOS_ID
+from translator.translate import Translator
+
+
+def _load_config(run_dir: Path) -> Config:
+    import yaml
+
+    return config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+
+
+def training_throughput(cfg: Config, model, train: list[Pair], translator: Translator, steps: int) -> dict:
+    """Target tokens/s of `steps` optimizer steps (after 2 warm-up steps) on length-bucketed batches."""
+    tc = cfg.train
+    data = BucketedDataset(
+        translator.src_tokenizer.encode_batch([p.src for p in train]),
+        translator.tgt_tokenizer.encode_batch([p.tgt for p in train]),
+        tc.batch_tokens,
+        tc.max_batch_size,
+        shuffle=True,
+        seed=tc.seed,
+    )
+    batches = list(data.dataset(repeat=True).take(steps + 2).as_numpy_iterator())
+    compile_model(model, tc.learning_rate, tc.clip_norm, tc.label_smoothing)
+    for x, y in batches[:2]:
+        model.train_on_batch(x, y)
+    tokens = 0
+    t0 = time.perf_counter()
+    for x, y in batches[2:]:
+        model.train_on_batch(x, y)
+        tokens += int((y != 0).sum())
+    seconds = time.perf_counter() - t0
+    return {"steps": steps, "target_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+
+
+def decoding_throughput(translator: Translator, sources: list[str], **options) -> dict:
+    """Sentences/s and output tokens/s of `translator` on `sources` (after a warm-up batch)."""
+    translator.translate_hypotheses(sources[: options.get("batch_size", 64)], **options)
+    t0 = time.perf_counter()
+    hyps = translator.translate_hypotheses(sources, **options)
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(h[0].tokens) + 1 for h in hyps)
+    return {
+        "sentences": len(sources),
+        "seconds": round(seconds, 3),
+        "sentences_per_s": round(len(sources) / seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+    }
+
+
+class _EncodeModel(keras.Model):
+    def __init__(self, s2s, **kwargs):
+        super().__init__(**kwargs)
+        self.s2s = s2s
+
+    def call(self, src_ids):
+        enc = self.s2s.encode(src_ids)
+        return [enc.outputs, enc.mask, *enc.states]
+
+
+class _StepModel(keras.Model):
+    def __init__(self, s2s, **kwargs):
+        super().__init__(**kwargs)
+        self.s2s = s2s
+
+    def call(self, inputs):
+        tokens, outputs, mask, *states = inputs
+        logits, new_states = self.s2s.decode_step(tokens, list(states), EncoderOutput(outputs, mask, list(states)))
+        return [logits, *new_states]
+
+
+def naive_decoding_throughput(translator: Translator, sources: list[str], cfg: Config) -> dict:
+    """The reference decoder of the Keras `lstm_seq2seq` example: one sentence at a time, one
+    `model.predict` call per output token."""
+    encoder, step = _EncodeModel(translator.model), _StepModel(translator.model)
+    d = cfg.decode
+    tokens_out = 0
+    t0 = time.perf_counter()
+    for text in sources:
+        ids = translator.src_tokenizer.encode(text) or [EOS_ID]
+        src = pad_batch([ids])
+        max_len = int(max_output_lengths(np.array([len(ids)]), d.max_output_ratio, d.max_output_extra)[0])
+        outputs, mask, *states = encoder.predict(src, verbose=0)
+        token = np.array([BOS_ID], dtype=np.int32)
+        for _ in range(max_len + 1):
+            logits, *states = step.predict([token, outputs, mask, *states], verbose=0)
+            token = np.argmax(logits, axis=-1).astype(np.int32)
+            tokens_out += 1
+            if int(token[0]) == EOS_ID:
+                break
+    seconds = time.perf_counter() - t0
+    return {
+        "sentences": len(sources),
+        "seconds": round(seconds, 3),
+        "sentences_per_s": round(len(sources) / seconds, 3),
+        "tokens_per_s": round(tokens_out / seconds, 2),
+    }
+
+
+def run_benchmarks(run_dir: str | Path, train_steps: int = 20, naive_sentences: int = 100, verbose: bool = True) -> dict:
+    """Measure training and decoding throughput of a trained run on its own data splits.
+
+    Returns a dict with `train` (target tokens/s) and, for decoding on the test split,
+    `greedy_b1`, `greedy_b64`, `beam5_b1`, `beam5_b64` and `naive` (each with `sentences_per_s`
+    and `tokens_per_s`).
+    """
+    run_dir = Path(run_dir)
+    translator = Translator.load(run_dir)
+    cfg = _load_config(run_dir)
+    train = read_tsv(run_dir / "data" / "train.tsv")
+    test = [p.src for p in read_tsv(run_dir / "data" / "test.tsv")]
+    results: dict = {"run_dir": str(run_dir), "config": cfg.name, "parameters": int(translator.model.count_params())}
+
+    def report(key: str, value: dict) -> None:
+        results[key] = value
+        if verbose:
+            figures = ", ".join(f"{k} {v}" for k, v in value.items())
+            print(f"{key:>10}: {figures}", flush=True)
+
+    fresh = build_model(dataclasses.asdict(cfg.model), translator.src_tokenizer.vocab_size, translator.tgt_tokenizer.vocab_size, cfg.train.seed)
+    report("train", training_throughput(cfg, fresh, train, translator, train_steps))
+    b1_sources = test[: max(1, min(len(test), 100))]
+    report("greedy_b1", decoding_throughput(translator, b1_sources, beam_size=1, batch_size=1))
+    report("greedy_b64", decoding_throughput(translator, test, beam_size=1, batch_size=64))
+    report("beam5_b1", decoding_throughput(translator, b1_sources, beam_size=5, batch_size=1))
+    report("beam5_b64", decoding_throughput(translator, test, beam_size=5, batch_size=64))
+    if naive_sentences > 0:
+        report("naive", naive_decoding_throughput(translator, test[:naive_sentences], cfg))
+        results["greedy_b64_vs_naive"] = round(
+            results["greedy_b64"]["sentences_per_s"] / results["naive"]["sentences_per_s"], 1
+        )
+    results["beam5_b64_vs_greedy_b64"] = round(
+        results["beam5_b64"]["sentences_per_s"] / results["greedy_b64"]["sentences_per_s"], 3
+    )
+    if verbose:
+        for k in ("greedy_b64_vs_naive", "beam5_b64_vs_greedy_b64"):
+            if k in results:
+                print(f"{k}: {results[k]}", flush=True)
+    return results
