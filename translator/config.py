@@ -255,6 +255,13 @@ def _validate(obj: Any, prefix: str) -> None:
             p + "recurrent_initializer",
             f"invalid value {obj.recurrent_initializer!r}; valid choices: {', '.join(valid_init)}",
         )
+        if obj.cell != "rnn":
+            _check(obj.activation == "tanh", p + "activation", "only cell: rnn takes another activation than tanh")
+            _check(
+                obj.recurrent_initializer != "identity",
+                p + "recurrent_initializer",
+                "'identity' (IRNN) is only for cell: rnn",
+            )
     if isinstance(obj, TokenizerConfig):
         _check(obj.src_vocab_size >= 8, p + "src_vocab_size", "must be at least 8")
         _check(obj.tgt_vocab_size >= 8, p + "tgt_vocab_size", "must be at least 8")

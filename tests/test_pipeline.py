@@ -1,0 +1,214 @@
+"""End-to-end: every stage on configs/tiny.yaml, skipping, resume, the CLI and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.stages import STAGES, Context, run_stage
+from translator.config import load_config
+from translator.translate import ModelNotFoundError, Translator
+
+from .conftest import TINY
+
+
+def cli(*args, input=None, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_all_stages_write_the_run_directory(tiny_run):
+    for rel in [
+        "config.yaml",
+        "data/train.tsv",
+        "data/valid.tsv",
+        "data/test.tsv",
+        "tokenizers/src.model",
+        "tokenizers/tgt.model",
+        "checkpoints/last.keras",
+        "checkpoints/state.json",
+        "model.keras",
+        "logs/metrics.csv",
+        "logs/learning_curve.png",
+        "eval/test.hyp.txt",
+        "eval/scores.json",
+    ]:
+        assert (tiny_run / rel).is_file(), rel
+    assert any((tiny_run / "logs" / "tensorboard").iterdir())
+    assert (tiny_run / "logs" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scores = json.loads((tiny_run / "eval" / "scores.json").read_text())
+    assert set(scores["scores"]) == {"bleu", "chrf"}
+    assert "nrefs:1" in scores["scores"]["bleu"]["signature"]
+    hyps = (tiny_run / "eval" / "test.hyp.txt").read_text().splitlines()
+    assert len(hyps) == scores["sentences"] == 40
+    metrics = (tiny_run / "logs" / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("epoch,steps,loss,accuracy,perplexity,val_loss")
+    assert len(metrics) == 1 + 2
+
+
+def test_scores_match_sacrebleu_on_the_written_hypotheses(tiny_run):
+    import sacrebleu
+
+    from translator.corpus import read_tsv
+
+    refs = [p.tgt for p in read_tsv(tiny_run / "data" / "test.tsv")]
+    hyps = (tiny_run / "eval" / "test.hyp.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    scores = json.loads((tiny_run / "eval" / "scores.json").read_text())
+    assert scores["scores"]["bleu"]["score"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert scores["scores"]["chrf"]["score"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+
+
+def test_second_run_skips_every_stage(tiny_run, capsys):
+    ctx = Context(load_config(TINY), tiny_run)
+    for stage in STAGES:
+        assert run_stage(ctx, stage)["skipped"] is True
+    out = capsys.readouterr().out
+    assert out.count("skipped: up to date") == 4
+
+
+def test_translator_api(tiny_run):
+    t = Translator.load(tiny_run)
+    one = t.translate("Das Auto steht in der Garage.")
+    assert isinstance(one, str)
+    many = t.translate(["Das Auto steht in der Garage.", "Er ist Engländer.", ""])
+    assert isinstance(many, list) and len(many) == 3
+    assert many[0] == one
+    assert many[2] == ""
+    very_long = " ".join(["Das Auto steht in der Garage und der Hund schläft."] * 40)
+    assert isinstance(t.translate(very_long), str)
+
+
+def test_load_without_a_model_says_which_stage(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="train"):
+        Translator.load(tmp_path)
+
+
+def test_resume_after_interrupted_training(tiny_run, tmp_path):
+    """Kill training after epoch 1 (simulated by training 1 epoch), then rerun with 2 epochs:
+    the second run resumes at epoch 2 from the checkpoint with the optimizer state."""
+    import shutil
+
+    import keras
+
+    run = tmp_path / "resume"
+    shutil.copytree(tiny_run / "data", run / "data")
+    cfg1 = load_config(TINY, overrides=["train.epochs=1"])
+    ctx1 = Context(cfg1, run, verbose=0)
+    run_stage(ctx1, "prepare")
+    run_stage(ctx1, "tokenize")
+    run_stage(ctx1, "train")
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1
+    iterations = int(keras.saving.load_model(run / "checkpoints" / "last.keras").optimizer.iterations.numpy())
+    assert iterations > 0
+    # Simulate a kill mid-run: the stage marker of train never got written.
+    (run / "stages" / "train.json").unlink()
+    ctx2 = Context(load_config(TINY, overrides=["train.epochs=2"]), run, verbose=0)
+    run_stage(ctx2, "train")
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2
+    assert [row["epoch"] for row in state["history"]] == [1, 2]
+    resumed = keras.saving.load_model(run / "checkpoints" / "last.keras")
+    assert int(resumed.optimizer.iterations.numpy()) == 2 * iterations
+
+
+def test_cli_help():
+    for cmd in (["--help"], ["run", "--help"], ["translate", "--help"], ["evaluate", "--help"], ["bench", "--help"]):
+        r = cli(*cmd)
+        assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_cli_translate_sentences_stdin_and_files(tiny_run, tmp_path):
+    r = cli("translate", tiny_run, "Das Auto steht in der Garage.", "Er ist Engländer.")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2
+    r2 = cli("translate", tiny_run, input="Das Auto steht in der Garage.\n\nEr ist Engländer.\n")
+    assert r2.returncode == 0, r2.stderr
+    lines = r2.stdout.split("\n")[:-1]
+    assert len(lines) == 3 and lines[1] == ""
+    assert lines[0] == r.stdout.splitlines()[0]
+    src = tmp_path / "in.txt"
+    src.write_text("Das Auto steht in der Garage.\nEr ist Engländer.\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    r3 = cli("translate", tiny_run, "--input", src, "--output", out)
+    assert r3.returncode == 0, r3.stderr
+    assert out.read_text(encoding="utf-8").splitlines() == r.stdout.splitlines()
+
+
+def test_cli_evaluate_any_tsv(tiny_run, tmp_path):
+    test = tmp_path / "mine.tsv"
+    test.write_text("Das Auto steht in der Garage.\tThe car is in the garage.\n", encoding="utf-8")
+    r = cli("evaluate", tiny_run, "--test", test, "--output-dir", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "BLEU" in r.stdout and "chrF" in r.stdout
+    assert (tmp_path / "out" / "mine.scores.json").is_file()
+
+
+def test_cli_errors_are_clear(tiny_run, tmp_path):
+    r = cli("run", TINY, "--set", "train.epoch=3", "--run-dir", tmp_path / "x")
+    assert r.returncode == 2
+    assert "train.epoch" in r.stderr and "epochs" in r.stderr and "Traceback" not in r.stderr
+    r = cli("translate", tmp_path)
+    assert r.returncode == 2 and "train" in r.stderr and "Traceback" not in r.stderr
+    r = cli("evaluate", tiny_run, "--test", tmp_path / "missing.tsv")
+    assert r.returncode == 2 and "missing.tsv" in r.stderr
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\nc\n", encoding="utf-8")
+    r = cli("evaluate", tiny_run, "--test", bad)
+    assert r.returncode == 2 and f"{bad}:2" in r.stderr
+    r = cli("run", TINY, "--stages", "prepare,fly", "--run-dir", tmp_path / "y")
+    assert r.returncode == 2 and "fly" in r.stderr and "tokenize" in r.stderr
+
+
+def test_tsv_corpus_with_malformed_lines(tmp_path):
+    from translator.corpus import bundled_path, read_tsv
+
+    pairs = read_tsv(bundled_path("train"))[:300]
+    f = tmp_path / "pairs.tsv"
+    f.write_text("".join(f"{p.src}\t{p.tgt}\n" for p in pairs) + "broken line\n", encoding="utf-8")
+    cfg = load_config(TINY, overrides=["data.corpus=tsv", f"data.train={f}"])
+    ctx = Context(cfg, tmp_path / "run", verbose=0)
+    from translator.corpus import CorpusError
+
+    with pytest.raises(CorpusError, match=r"pairs.tsv:301"):
+        run_stage(ctx, "prepare")
+    cfg = load_config(TINY, overrides=["data.corpus=tsv", f"data.train={f}", "data.skip_malformed=true"])
+    summary = run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
+    assert summary["malformed_skipped"] == 1
+    assert summary["train_pairs"] + summary["valid_pairs"] + summary["test_pairs"] <= 300
+    assert Path(tmp_path / "run" / "data" / "valid.tsv").is_file()
+
+
+def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    cfg = load_config(
+        TINY,
+        overrides=[
+            "data.corpus=tfds:ted_hrlr_translate/pt_to_en",
+            "data.src_lang=pt",
+            "data.tgt_lang=en",
+        ],
+    )
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+        summary = run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
+    assert summary["train_pairs"] > 0 and summary["valid_pairs"] > 0 and summary["test_pairs"] > 0
+
+
+def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
+    from translator.corpus import CorpusError
+
+    cfg = load_config(TINY, overrides=["data.corpus=tfds:ted_hrlr_translate/pt_to_en", f"data.tfds_data_dir={tmp_path}"])
+    with pytest.raises(CorpusError, match="ted_hrlr_translate"):
+        run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
