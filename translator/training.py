@@ -284,6 +284,8 @@ def train(
             initial_epoch=state["epoch"],
             steps_per_epoch=steps,
             validation_data=valid_data.dataset(),
+            validation_steps=valid_data.steps_per_pass(),
+            shuffle=False,
             callbacks=[monitor],
             verbose=verbose,
         )
