@@ -35,7 +35,7 @@ def test_tsv_without_one_tab_names_file_and_line(tmp_path):
 
 def test_invalid_utf8_names_file_and_line(tmp_path):
     f = tmp_path / "latin1.tsv"
-    f.write_bytes("ok\tfine\n".encode() + "Grüße\tgreetings\n".encode("latin-1"))
+    f.write_bytes(b"ok\tfine\n" + "Grüße\tgreetings\n".encode("latin-1"))
     with pytest.raises(CorpusError, match=r"latin1.tsv:2: invalid UTF-8"):
         read_tsv(f)
 
