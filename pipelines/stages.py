@@ -66,10 +66,16 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
     if stage == "tokenize":
         return fingerprint("tokenize", cfg.section("tokenizer"), _fingerprint_of(ctx, "prepare"))
     if stage == "train":
-        return fingerprint("train", cfg.section("model"), cfg.section("train"), _fingerprint_of(ctx, "tokenize"))
+        return fingerprint(
+            "train", cfg.section("model"), cfg.section("train"), _fingerprint_of(ctx, "tokenize")
+        )
     if stage == "evaluate":
         return fingerprint(
-            "evaluate", cfg.section("decode"), cfg.section("eval"), _fingerprint_of(ctx, "train"), _model_digest(ctx)
+            "evaluate",
+            cfg.section("decode"),
+            cfg.section("eval"),
+            _fingerprint_of(ctx, "train"),
+            _model_digest(ctx),
         )
     raise ValueError(stage)
 
@@ -77,7 +83,9 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
 def training_fingerprint(ctx: Context) -> str:
     """What must match for a checkpoint to be resumed: model, data, tokenizers, all but stop settings."""
     train = {k: v for k, v in ctx.config.section("train").items() if k not in STOP_KEYS}
-    return fingerprint("train-resume", ctx.config.section("model"), train, _fingerprint_of(ctx, "tokenize"))
+    return fingerprint(
+        "train-resume", ctx.config.section("model"), train, _fingerprint_of(ctx, "tokenize")
+    )
 
 
 def _fingerprint_of(ctx: Context, stage: str) -> str | None:
@@ -166,9 +174,13 @@ def _read_split(cfg: Config, split: str, report: ReadReport) -> list[Pair] | Non
     if d.corpus == "text":
         files = [p.strip() for p in spec.split(",")]
         if len(files) != 2:
-            raise CorpusError(f"data.{split}: expected SRC_FILE,TGT_FILE for data.corpus: text, got {spec!r}")
+            raise CorpusError(
+                f"data.{split}: expected SRC_FILE,TGT_FILE for data.corpus: text, got {spec!r}"
+            )
         return read_text_pair(*files)
-    raise CorpusError(f"data.corpus: invalid value {d.corpus!r}; valid choices: ding-de-en, tsv, text, tfds:NAME")
+    raise CorpusError(
+        f"data.corpus: invalid value {d.corpus!r}; valid choices: ding-de-en, tsv, text, tfds:NAME"
+    )
 
 
 def prepare(ctx: Context) -> dict:
@@ -180,9 +192,14 @@ def prepare(ctx: Context) -> dict:
     if d.corpus == "ding-de-en" and d.use_phrases:
         raw["train"] = raw["train"] + read_tsv(bundled_path("phrases"))
     train, train_report = clean(raw["train"], d.max_words)
-    summary: dict = {"malformed_skipped": report.malformed, "train_dropped": dataclasses.asdict(train_report)}
+    summary: dict = {
+        "malformed_skipped": report.malformed,
+        "train_dropped": dataclasses.asdict(train_report),
+    }
     if raw["valid"] is None or raw["test"] is None:
-        train, valid_split, test_split = split_pairs(train, d.valid_fraction, d.test_fraction, d.split_seed)
+        train, valid_split, test_split = split_pairs(
+            train, d.valid_fraction, d.test_fraction, d.split_seed
+        )
         raw["valid"] = raw["valid"] if raw["valid"] is not None else valid_split
         raw["test"] = raw["test"] if raw["test"] is not None else test_split
         summary["split"] = "made deterministically from train"
@@ -191,7 +208,9 @@ def prepare(ctx: Context) -> dict:
         # Evaluation sets are normalised but not length-filtered: every sentence is scored.
         pairs = [Pair(normalize(p.src), normalize(p.tgt)) for p in raw[split]]
         kept = [p for p in pairs if p.src and p.tgt]
-        summary[f"{split}_dropped"] = dataclasses.asdict(CleanReport(kept=len(kept), empty=len(pairs) - len(kept)))
+        summary[f"{split}_dropped"] = dataclasses.asdict(
+            CleanReport(kept=len(kept), empty=len(pairs) - len(kept))
+        )
         splits[split] = kept
     limits = {"train": d.max_train_pairs, "valid": d.max_valid_pairs, "test": d.max_test_pairs}
     for split in SPLITS:
@@ -291,7 +310,9 @@ def train(ctx: Context) -> dict:
 
 
 # -- evaluate --------------------------------------------------------------------------------------
-def evaluate_pairs(translator, pairs: list[Pair], metrics: list[str], **decode) -> tuple[list[str], dict, float]:
+def evaluate_pairs(
+    translator, pairs: list[Pair], metrics: list[str], **decode
+) -> tuple[list[str], dict, float]:
     """Translate the sources of `pairs` and score against their targets; returns hyps, scores, seconds."""
     from translator.evaluation import corpus_scores
 
@@ -302,7 +323,9 @@ def evaluate_pairs(translator, pairs: list[Pair], metrics: list[str], **decode) 
     return hyps, {k: v.to_dict() for k, v in scores.items()}, seconds
 
 
-def write_evaluation(out_dir: Path, name: str, pairs: list[Pair], hyps: list[str], scores: dict, info: dict) -> dict:
+def write_evaluation(
+    out_dir: Path, name: str, pairs: list[Pair], hyps: list[str], scores: dict, info: dict
+) -> dict:
     """Write `<name>.hyp.txt` and `<name>.scores.json` (and return the report)."""
     atomic_write_text(out_dir / f"{name}.hyp.txt", "".join(h + "\n" for h in hyps))
     report = {"test_set": name, "sentences": len(pairs), **info, "scores": scores}
@@ -321,10 +344,19 @@ def evaluate(ctx: Context) -> dict:
 
     translator = Translator.load(ctx.run_dir)
     d = ctx.config.decode
-    decode = {"beam_size": d.beam_size, "length_penalty": d.length_penalty, "batch_size": d.batch_size, "n_best": 1}
+    decode = {
+        "beam_size": d.beam_size,
+        "length_penalty": d.length_penalty,
+        "batch_size": d.batch_size,
+        "n_best": 1,
+    }
     pairs = load_split(ctx.run_dir, "test")
     hyps, scores, seconds = evaluate_pairs(translator, pairs, ctx.config.eval.metrics, **decode)
-    info = {"decode": decode, "seconds": round(seconds, 2), "sentences_per_s": round(len(pairs) / seconds, 2)}
+    info = {
+        "decode": decode,
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(pairs) / seconds, 2),
+    }
     report = write_evaluation(ctx.path("eval"), "test", pairs, hyps, scores, info)
     atomic_write_json(ctx.path("eval", "scores.json"), report)
     print_scores(report)

@@ -74,7 +74,12 @@ def translate_stream(
             out.flush()
             done += len(chunk)
             rate = (done - skip) / max(time.time() - t0, 1e-9)
-            print(f"\rtranslated {done} lines ({rate:.1f} lines/s)", end="", file=sys.stderr, flush=True)
+            print(
+                f"\rtranslated {done} lines ({rate:.1f} lines/s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         if output_path is not None:
             out.close()

@@ -17,7 +17,9 @@ def test_default_names_follow_the_path():
 
 
 def test_overrides_parse_yaml_values():
-    cfg = load_config(TINY, overrides=["train.epochs=3", "model.encoder.cell=gru", "train.learning_rate=1e-3"])
+    cfg = load_config(
+        TINY, overrides=["train.epochs=3", "model.encoder.cell=gru", "train.learning_rate=1e-3"]
+    )
     assert cfg.train.epochs == 3
     assert cfg.model.encoder.cell == "gru"
     assert cfg.train.learning_rate == pytest.approx(1e-3)
@@ -55,10 +57,22 @@ def test_last_bridge_needs_matching_sizes():
         )
     with pytest.raises(ConfigError, match="init_hidden"):
         config_from_dict(
-            {"model": {"init_hidden": "last", "encoder": {"cell": "gru", "units": 32}, "decoder": {"cell": "lstm", "units": 32}}}
+            {
+                "model": {
+                    "init_hidden": "last",
+                    "encoder": {"cell": "gru", "units": 32},
+                    "decoder": {"cell": "lstm", "units": 32},
+                }
+            }
         )
     ok = config_from_dict(
-        {"model": {"init_hidden": "last", "encoder": {"units": 16, "bidirectional": True}, "decoder": {"units": 32}}}
+        {
+            "model": {
+                "init_hidden": "last",
+                "encoder": {"units": 16, "bidirectional": True},
+                "decoder": {"units": 32},
+            }
+        }
     )
     assert ok.model.init_hidden == "last"
 

@@ -65,8 +65,12 @@ def test_scores_match_sacrebleu_on_the_written_hypotheses(tiny_run):
     refs = [p.tgt for p in read_tsv(tiny_run / "data" / "test.tsv")]
     hyps = (tiny_run / "eval" / "test.hyp.txt").read_text(encoding="utf-8").split("\n")[:-1]
     scores = json.loads((tiny_run / "eval" / "scores.json").read_text())
-    assert scores["scores"]["bleu"]["score"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
-    assert scores["scores"]["chrf"]["score"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert scores["scores"]["bleu"]["score"] == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [refs]).score
+    )
+    assert scores["scores"]["chrf"]["score"] == pytest.approx(
+        sacrebleu.corpus_chrf(hyps, [refs]).score
+    )
 
 
 def test_second_run_skips_every_stage(tiny_run, capsys):
@@ -110,7 +114,9 @@ def test_resume_after_interrupted_training(tiny_run, tmp_path):
     run_stage(ctx1, "train")
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1
-    iterations = int(keras.saving.load_model(run / "checkpoints" / "last.keras").optimizer.iterations.numpy())
+    iterations = int(
+        keras.saving.load_model(run / "checkpoints" / "last.keras").optimizer.iterations.numpy()
+    )
     assert iterations > 0
     # Simulate a kill mid-run: the stage marker of train never got written.
     (run / "stages" / "train.json").unlink()
@@ -124,7 +130,13 @@ def test_resume_after_interrupted_training(tiny_run, tmp_path):
 
 
 def test_cli_help():
-    for cmd in (["--help"], ["run", "--help"], ["translate", "--help"], ["evaluate", "--help"], ["bench", "--help"]):
+    for cmd in (
+        ["--help"],
+        ["run", "--help"],
+        ["translate", "--help"],
+        ["evaluate", "--help"],
+        ["bench", "--help"],
+    ):
         r = cli(*cmd)
         assert r.returncode == 0 and "usage:" in r.stdout
 
@@ -183,7 +195,9 @@ def test_tsv_corpus_with_malformed_lines(tmp_path):
 
     with pytest.raises(CorpusError, match=r"pairs.tsv:301"):
         run_stage(ctx, "prepare")
-    cfg = load_config(TINY, overrides=["data.corpus=tsv", f"data.train={f}", "data.skip_malformed=true"])
+    cfg = load_config(
+        TINY, overrides=["data.corpus=tsv", f"data.train={f}", "data.skip_malformed=true"]
+    )
     summary = run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
     assert summary["malformed_skipped"] == 1
     assert summary["train_pairs"] + summary["valid_pairs"] + summary["test_pairs"] <= 300
@@ -209,6 +223,12 @@ def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path):
 def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     from translator.corpus import CorpusError
 
-    cfg = load_config(TINY, overrides=["data.corpus=tfds:ted_hrlr_translate/pt_to_en", f"data.tfds_data_dir={tmp_path}"])
+    cfg = load_config(
+        TINY,
+        overrides=[
+            "data.corpus=tfds:ted_hrlr_translate/pt_to_en",
+            f"data.tfds_data_dir={tmp_path}",
+        ],
+    )
     with pytest.raises(CorpusError, match="ted_hrlr_translate"):
         run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")

@@ -27,8 +27,8 @@ def _load_config(run_dir: Path) -> Config:
     return config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
 
 
-def training_throughput(cfg: Config, model, train: list[Pair], translator: Translator, steps: int) -> dict:
-    """Target tokens/s of `steps` optimizer steps (after 2 warm-up steps) on length-bucketed batches."""
+def training_batches(cfg: Config, train: list[Pair], translator: Translator, steps: int) -> list:
+    """`steps` length-bucketed, shuffled training batches as NumPy arrays."""
     tc = cfg.train
     data = BucketedDataset(
         translator.src_tokenizer.encode_batch([p.src for p in train]),
@@ -38,17 +38,67 @@ def training_throughput(cfg: Config, model, train: list[Pair], translator: Trans
         shuffle=True,
         seed=tc.seed,
     )
-    batches = list(data.dataset(repeat=True).take(steps + 2).as_numpy_iterator())
-    compile_model(model, tc.learning_rate, tc.clip_norm, tc.label_smoothing)
-    for x, y in batches[:2]:
-        model.train_on_batch(x, y)
-    tokens = 0
-    t0 = time.perf_counter()
-    for x, y in batches[2:]:
-        model.train_on_batch(x, y)
-        tokens += int((y != 0).sum())
-    seconds = time.perf_counter() - t0
-    return {"steps": steps, "target_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+    return list(data.dataset(repeat=True).take(steps).as_numpy_iterator())
+
+
+def training_throughput(cfg: Config, models: dict, batches: list, rounds: int = 2) -> dict:
+    """Target tokens/s of optimizer steps over `batches` for each model, measured side by side.
+
+    Models take turns (`rounds` times, after 2 warm-up steps each) so that a noisy machine
+    affects all alike; each model's figure is its best round.
+    """
+    tc = cfg.train
+    for model in models.values():
+        compile_model(model, tc.learning_rate, tc.clip_norm, tc.label_smoothing)
+        for x, y in batches[:2]:
+            model.train_on_batch(x, y)
+    tokens = sum(int((y != 0).sum()) for _, y in batches)
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            for x, y in batches:
+                model.train_on_batch(x, y)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {
+        name: {
+            "steps": len(batches),
+            "target_tokens": tokens,
+            "seconds": round(seconds, 3),
+            "tokens_per_s": round(tokens / seconds, 1),
+        }
+        for name, seconds in best.items()
+    }
+
+
+def _keras_simple_rnn_factory(kind: str, units: int, **kwargs):
+    """`make_rnn_layer`, but `rnn` layers are `keras.layers.SimpleRNN` (for the comparison)."""
+    from translator.cells import BidirectionalRNN, make_rnn_layer
+
+    if kind != "rnn":
+        return make_rnn_layer(kind, units, **kwargs)
+    layer = keras.layers.SimpleRNN(
+        units,
+        activation=kwargs.get("activation", "tanh"),
+        recurrent_initializer=kwargs.get("recurrent_initializer", "orthogonal"),
+        return_sequences=True,
+        return_state=True,
+        seed=kwargs.get("seed"),
+        name=kwargs.get("name"),
+    )
+    return (
+        BidirectionalRNN(layer, merge_mode=kwargs.get("merge", "concat"))
+        if kwargs.get("bidirectional")
+        else layer
+    )
+
+
+def build_with_keras_simple_rnn(model_config: dict, src_vocab: int, tgt_vocab: int, seed: int):
+    """The same model with `keras.layers.SimpleRNN` in place of our `ElmanRNN` encoder layers."""
+    from unittest import mock
+
+    with mock.patch("translator.model.make_rnn_layer", _keras_simple_rnn_factory):
+        return build_model(model_config, src_vocab, tgt_vocab, seed)
 
 
 def decoding_throughput(translator: Translator, sources: list[str], **options) -> dict:
@@ -83,21 +133,26 @@ class _StepModel(keras.Model):
 
     def call(self, inputs):
         tokens, outputs, mask, *states = inputs
-        logits, new_states = self.s2s.decode_step(tokens, list(states), EncoderOutput(outputs, mask, list(states)))
+        logits, new_states = self.s2s.decode_step(
+            tokens, list(states), EncoderOutput(outputs, mask, list(states))
+        )
         return [logits, *new_states]
 
 
 def naive_decoding_throughput(translator: Translator, sources: list[str], cfg: Config) -> dict:
     """The reference decoder of the Keras `lstm_seq2seq` example: one sentence at a time, one
     `model.predict` call per output token."""
-    encoder, step = _EncodeModel(translator.model), _StepModel(translator.model)
+    encoder = _EncodeModel(translator.model, name="naive_encoder")
+    step = _StepModel(translator.model, name="naive_step")
     d = cfg.decode
     tokens_out = 0
     t0 = time.perf_counter()
     for text in sources:
         ids = translator.src_tokenizer.encode(text) or [EOS_ID]
         src = pad_batch([ids])
-        max_len = int(max_output_lengths(np.array([len(ids)]), d.max_output_ratio, d.max_output_extra)[0])
+        max_len = int(
+            max_output_lengths(np.array([len(ids)]), d.max_output_ratio, d.max_output_extra)[0]
+        )
         outputs, mask, *states = encoder.predict(src, verbose=0)
         token = np.array([BOS_ID], dtype=np.int32)
         for _ in range(max_len + 1):
@@ -115,7 +170,9 @@ def naive_decoding_throughput(translator: Translator, sources: list[str], cfg: C
     }
 
 
-def run_benchmarks(run_dir: str | Path, train_steps: int = 20, naive_sentences: int = 100, verbose: bool = True) -> dict:
+def run_benchmarks(
+    run_dir: str | Path, train_steps: int = 20, naive_sentences: int = 100, verbose: bool = True
+) -> dict:
     """Measure training and decoding throughput of a trained run on its own data splits.
 
     Returns a dict with `train` (target tokens/s) and, for decoding on the test split,
@@ -127,7 +184,11 @@ def run_benchmarks(run_dir: str | Path, train_steps: int = 20, naive_sentences: 
     cfg = _load_config(run_dir)
     train = read_tsv(run_dir / "data" / "train.tsv")
     test = [p.src for p in read_tsv(run_dir / "data" / "test.tsv")]
-    results: dict = {"run_dir": str(run_dir), "config": cfg.name, "parameters": int(translator.model.count_params())}
+    results: dict = {
+        "run_dir": str(run_dir),
+        "config": cfg.name,
+        "parameters": int(translator.model.count_params()),
+    }
 
     def report(key: str, value: dict) -> None:
         results[key] = value
@@ -135,8 +196,22 @@ def run_benchmarks(run_dir: str | Path, train_steps: int = 20, naive_sentences: 
             figures = ", ".join(f"{k} {v}" for k, v in value.items())
             print(f"{key:>10}: {figures}", flush=True)
 
-    fresh = build_model(dataclasses.asdict(cfg.model), translator.src_tokenizer.vocab_size, translator.tgt_tokenizer.vocab_size, cfg.train.seed)
-    report("train", training_throughput(cfg, fresh, train, translator, train_steps))
+    sizes = (
+        dataclasses.asdict(cfg.model),
+        translator.src_tokenizer.vocab_size,
+        translator.tgt_tokenizer.vocab_size,
+    )
+    models = {"train": build_model(*sizes, cfg.train.seed)}
+    if cfg.model.encoder.cell == "rnn":
+        # Our ElmanRNN (input projection outside the time loop) beside keras.layers.SimpleRNN.
+        models["train_keras_simplernn"] = build_with_keras_simple_rnn(*sizes, cfg.train.seed)
+    batches = training_batches(cfg, train, translator, train_steps)
+    for name, figures in training_throughput(cfg, models, batches).items():
+        report(name, figures)
+    if "train_keras_simplernn" in results:
+        results["elman_vs_simplernn_train"] = round(
+            results["train"]["tokens_per_s"] / results["train_keras_simplernn"]["tokens_per_s"], 3
+        )
     b1_sources = test[: max(1, min(len(test), 100))]
     report("greedy_b1", decoding_throughput(translator, b1_sources, beam_size=1, batch_size=1))
     report("greedy_b64", decoding_throughput(translator, test, beam_size=1, batch_size=64))
@@ -151,7 +226,7 @@ def run_benchmarks(run_dir: str | Path, train_steps: int = 20, naive_sentences: 
         results["beam5_b64"]["sentences_per_s"] / results["greedy_b64"]["sentences_per_s"], 3
     )
     if verbose:
-        for k in ("greedy_b64_vs_naive", "beam5_b64_vs_greedy_b64"):
+        for k in ("elman_vs_simplernn_train", "greedy_b64_vs_naive", "beam5_b64_vs_greedy_b64"):
             if k in results:
                 print(f"{k}: {results[k]}", flush=True)
     return results

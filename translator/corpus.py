@@ -33,7 +33,9 @@ BUNDLED_SPLITS = ("train", "valid", "test", "phrases")
 def bundled_path(split: str) -> Path:
     """Path of a split of the bundled Ding German–English corpus (gzip-compressed TSV)."""
     if split not in BUNDLED_SPLITS:
-        raise CorpusError(f"bundled corpus has no split {split!r}; valid: {', '.join(BUNDLED_SPLITS)}")
+        raise CorpusError(
+            f"bundled corpus has no split {split!r}; valid: {', '.join(BUNDLED_SPLITS)}"
+        )
     return Path(str(resources.files("translator") / "data" / BUNDLED / f"{split}.tsv.gz"))
 
 
@@ -47,7 +49,9 @@ def _decode_line(raw: bytes, path: Path, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CorpusError(f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+        raise CorpusError(
+            f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})"
+        ) from None
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -69,7 +73,9 @@ class ReadReport:
     malformed: int = 0
 
 
-def read_tsv(path: str | Path, skip_malformed: bool = False, report: ReadReport | None = None) -> list[Pair]:
+def read_tsv(
+    path: str | Path, skip_malformed: bool = False, report: ReadReport | None = None
+) -> list[Pair]:
     """Read `source<TAB>target` lines.
 
     Args:
@@ -114,7 +120,9 @@ def read_text_pair(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
     return [Pair(s, t) for s, t in zip(src, tgt, strict=True)]
 
 
-def read_tfds(name: str, split: str, src_lang: str, tgt_lang: str, data_dir: str | None = None) -> list[Pair]:
+def read_tfds(
+    name: str, split: str, src_lang: str, tgt_lang: str, data_dir: str | None = None
+) -> list[Pair]:
     """Read a TensorFlow Datasets translation dataset, e.g. `ted_hrlr_translate/pt_to_en`.
 
     The dataset must already be prepared in `data_dir` (there is no network at run time), or be mocked.

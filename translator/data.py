@@ -13,7 +13,9 @@ from translator.tokenizers import BOS_ID, EOS_ID, PAD_ID
 BUCKET_BOUNDARIES = (6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 64, 96, 128)
 
 
-def bucket_batch_sizes(boundaries: Sequence[int], batch_tokens: int, max_batch_size: int) -> list[int]:
+def bucket_batch_sizes(
+    boundaries: Sequence[int], batch_tokens: int, max_batch_size: int
+) -> list[int]:
     """Batch size per bucket so that a batch holds about `batch_tokens` target tokens."""
     upper = list(boundaries) + [boundaries[-1] * 2]
     return [max(1, min(max_batch_size, batch_tokens // b)) for b in upper]
@@ -70,7 +72,11 @@ class BucketedDataset:
     def dataset(self, repeat: bool = False) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((_ragged(self.src), _ragged(self.tgt)))
         if self.shuffle:
-            ds = ds.shuffle(min(self.shuffle_buffer, len(self.src)), seed=self.seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(
+                min(self.shuffle_buffer, len(self.src)),
+                seed=self.seed,
+                reshuffle_each_iteration=True,
+            )
         if repeat:
             ds = ds.repeat()
 

@@ -114,7 +114,9 @@ class SentencePieceTokenizer(Tokenizer):
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             tmp.write_bytes(self._proto)
-        atomic_write_json(Path(str(path) + ".json"), {"type": self.type_name, "lowercase": self.lowercase})
+        atomic_write_json(
+            Path(str(path) + ".json"), {"type": self.type_name, "lowercase": self.lowercase}
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> SentencePieceTokenizer:
@@ -167,7 +169,9 @@ class _VocabTokenizer(Tokenizer):
         return self.vocab[int(idx)]
 
     def save(self, path: str | Path) -> None:
-        atomic_write_json(path, {"type": self.type_name, "lowercase": self.lowercase, "vocab": self.vocab})
+        atomic_write_json(
+            path, {"type": self.type_name, "lowercase": self.lowercase, "vocab": self.vocab}
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> _VocabTokenizer:
@@ -229,7 +233,10 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int, **options) -> 
             seed=options.get("seed", 1),
         )
     return cls.train(
-        texts, vocab_size, min_frequency=options.get("min_frequency", 1), lowercase=options.get("lowercase", False)
+        texts,
+        vocab_size,
+        min_frequency=options.get("min_frequency", 1),
+        lowercase=options.get("lowercase", False),
     )
 
 

@@ -87,7 +87,15 @@ def save_model(model: keras.Model, path: Path) -> None:
 class _Monitor(keras.callbacks.Callback):
     """Per-epoch validation BLEU, best model, checkpoint, early stopping, time budget, logs."""
 
-    def __init__(self, cfg: Config, paths: TrainPaths, state: dict, translator: Translator, valid: list[Pair], data):
+    def __init__(
+        self,
+        cfg: Config,
+        paths: TrainPaths,
+        state: dict,
+        translator: Translator,
+        valid: list[Pair],
+        data,
+    ):
         super().__init__()
         self.cfg, self.paths, self.state = cfg, paths, state
         self.translator, self.valid, self.data = translator, valid, data
@@ -120,7 +128,9 @@ class _Monitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         epoch_seconds = time.time() - self.t_epoch
-        tokens = self.data.target_tokens * self.steps_this_epoch / max(1, self.data.steps_per_pass())
+        tokens = (
+            self.data.target_tokens * self.steps_this_epoch / max(1, self.data.steps_per_pass())
+        )
         hyps = self.translator.translate([p.src for p in self.valid], beam_size=1, n_best=1)
         val_bleu = bleu(hyps, [p.tgt for p in self.valid])
         logs["val_bleu"] = val_bleu
@@ -241,7 +251,9 @@ def train(
     tc = cfg.train
     src_ids = src_tok.encode_batch([p.src for p in train_pairs])
     tgt_ids = tgt_tok.encode_batch([p.tgt for p in train_pairs])
-    data = BucketedDataset(src_ids, tgt_ids, tc.batch_tokens, tc.max_batch_size, True, tc.seed, tc.shuffle_buffer)
+    data = BucketedDataset(
+        src_ids, tgt_ids, tc.batch_tokens, tc.max_batch_size, True, tc.seed, tc.shuffle_buffer
+    )
     valid_data = BucketedDataset(
         src_tok.encode_batch([p.src for p in valid_pairs]),
         tgt_tok.encode_batch([p.tgt for p in valid_pairs]),
