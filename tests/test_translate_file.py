@@ -1,0 +1,84 @@
+"""Streaming file translation: chunks in input order, n-best lines, --resume."""
+
+import io
+
+from pipelines.translate_file import translate_stream
+from translator.translate import Translator
+
+from .test_pipeline import cli
+
+SENTENCES = [
+    "Das Auto steht in der Garage.",
+    "Er ist Engländer.",
+    "",
+    "Mir gegenüber war er immer freundlich.",
+    "Jeder Krämer lobt seine Ware.",
+    "Es ist Zeit, dass du etwas gegen deine Verschuldung unternimmst.",
+    "Ich habe einen Panda als persönlichen Avatar im Chatroom genommen.",
+]
+
+
+def test_chunks_keep_input_order(tiny_run):
+    t = Translator.load(tiny_run)
+    out = io.StringIO()
+    translate_stream(t, iter(SENTENCES), out, {}, chunk_lines=2)
+    assert out.getvalue().split("\n")[:-1] == t.translate(SENTENCES)
+
+
+def test_n_best_lines(tiny_run):
+    t = Translator.load(tiny_run)
+    out = io.StringIO()
+    translate_stream(t, iter(SENTENCES[:2]), out, {"beam_size": 3, "n_best": 2}, chunk_lines=1)
+    rows = [line.split("\t") for line in out.getvalue().splitlines()]
+    assert [int(r[0]) for r in rows] == [0, 0, 1, 1]
+    scores = [float(r[1]) for r in rows]
+    assert scores[0] >= scores[1] and scores[2] >= scores[3]
+
+
+def test_resume_gives_the_same_file(tiny_run, tmp_path):
+    t = Translator.load(tiny_run)
+    src = tmp_path / "in.txt"
+    src.write_text("".join(s + "\n" for s in SENTENCES), encoding="utf-8")
+    full = tmp_path / "full.txt"
+    with open(src, encoding="utf-8") as f:
+        translate_stream(t, f, None, {}, output_path=full, chunk_lines=2)
+    expected = full.read_text(encoding="utf-8")
+    # An interrupted run: three whole lines and half of the fourth were written.
+    lines = expected.split("\n")
+    partial = tmp_path / "partial.txt"
+    partial.write_text("\n".join(lines[:3]) + "\n" + lines[3][:2], encoding="utf-8")
+    with open(src, encoding="utf-8") as f:
+        translate_stream(t, f, None, {}, output_path=partial, resume=True, chunk_lines=2)
+    assert partial.read_text(encoding="utf-8") == expected
+
+
+def test_resume_n_best_drops_an_incomplete_input(tiny_run, tmp_path):
+    t = Translator.load(tiny_run)
+    src = tmp_path / "in.txt"
+    src.write_text("".join(s + "\n" for s in SENTENCES[:4]), encoding="utf-8")
+    options = {"beam_size": 2, "n_best": 2}
+    full = tmp_path / "full.txt"
+    with open(src, encoding="utf-8") as f:
+        translate_stream(t, f, None, options, output_path=full)
+    expected = full.read_text(encoding="utf-8")
+    partial = tmp_path / "partial.txt"
+    partial.write_text("".join(expected.splitlines(keepends=True)[:3]), encoding="utf-8")
+    with open(src, encoding="utf-8") as f:
+        translate_stream(t, f, None, options, output_path=partial, resume=True)
+    assert partial.read_text(encoding="utf-8") == expected
+
+
+def test_cli_n_best_and_resume(tiny_run, tmp_path):
+    r = cli("translate", tiny_run, "--beam-size", "4", "--n-best", "3", SENTENCES[0], SENTENCES[1])
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert len(rows) == 6 and [int(x[0]) for x in rows] == [0, 0, 0, 1, 1, 1]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(s + "\n" for s in SENTENCES), encoding="utf-8")
+    out = tmp_path / "out.txt"
+    out.write_text("stale first line\n", encoding="utf-8")
+    r = cli("translate", tiny_run, "--input", src, "--output", out, "--resume")
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert lines[0] == "stale first line" and len(lines) == len(SENTENCES)
+    assert "translated 7 lines" in r.stderr
