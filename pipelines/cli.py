@@ -51,26 +51,18 @@ def _decode_options(args) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    target = Path(args.target)
-    if target.suffix in (".yaml", ".yml") or target.is_file():
-        args.config = args.target
-        return cmd_stage(args)
-    from pipelines.stages import evaluate_pairs, print_scores, write_evaluation
-    from translator.corpus import read_tsv
-    from translator.translate import Translator
+    from pipelines.evaluate_cmd import is_stage_form, run_evaluate
 
-    if not args.test:
-        raise ConfigError("evaluate RUN_DIR needs --test FILE.tsv (or give a CONFIG to run the evaluate stage)")
-    translator = Translator.load(target)
-    decode = {k: v for k, v in _decode_options(args).items() if v is not None}
-    decode["n_best"] = 1
-    pairs = read_tsv(args.test)
-    hyps, scores, seconds = evaluate_pairs(translator, pairs, ["bleu", "chrf"], **decode)
-    out_dir = Path(args.output_dir) if args.output_dir else target / "eval"
-    info = {"decode": decode, "seconds": round(seconds, 2), "sentences_per_s": round(len(pairs) / seconds, 2)}
-    report = write_evaluation(out_dir, Path(args.test).stem, pairs, hyps, scores, info)
-    print_scores(report)
-    return 0
+    if is_stage_form(args):
+        args.config = args.targets[0]
+        return cmd_stage(args)
+    return run_evaluate(args)
+
+
+def cmd_plot(args) -> int:
+    from pipelines.evaluate_cmd import run_plot
+
+    return run_plot(args)
 
 
 def cmd_translate(args) -> int:
@@ -91,7 +83,9 @@ def cmd_translate(args) -> int:
         source = sys.stdin
     try:
         if args.output:
-            return translate_stream(translator, source, None, options, output_path=Path(args.output), resume=args.resume)
+            return translate_stream(
+                translator, source, None, options, output_path=Path(args.output), resume=args.resume
+            )
         return translate_stream(translator, source, sys.stdout, options)
     finally:
         if source is not sys.stdin:
@@ -101,7 +95,9 @@ def cmd_translate(args) -> int:
 def cmd_bench(args) -> int:
     from translator.benchmark import run_benchmarks
 
-    results = run_benchmarks(args.run_dir, train_steps=args.train_steps, naive_sentences=args.naive_sentences)
+    results = run_benchmarks(
+        args.run_dir, train_steps=args.train_steps, naive_sentences=args.naive_sentences
+    )
     if args.json is not None:
         text = json.dumps(results, indent=2)
         if args.json == "-":
@@ -117,8 +113,15 @@ def cmd_bench(args) -> int:
 def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML file, e.g. configs/tiny.yaml")
     p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=3")
-    p.add_argument("--force", action="store_true", help="rerun stages even when they are up to date")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.epochs=3",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="rerun stages even when they are up to date"
+    )
 
 
 def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
@@ -130,12 +133,16 @@ def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="translator", description="Recurrent seq2seq machine translation.")
+    parser = argparse.ArgumentParser(
+        prog="translator", description="Recurrent seq2seq machine translation."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run pipeline stages (prepare, tokenize, train, evaluate)")
     _stage_args(p)
-    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages (default: all)")
+    p.add_argument(
+        "--stages", default=",".join(STAGES), help="comma-separated stages (default: all)"
+    )
     p.set_defaults(func=cmd_run)
     for stage, text in (
         ("prepare", "read, clean and split the corpus"),
@@ -146,22 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
         _stage_args(p)
         p.set_defaults(func=cmd_stage)
 
+    from pipelines.evaluate_cmd import add_evaluate_arguments, add_plot_arguments
+
     p = sub.add_parser(
         "evaluate",
-        help="evaluate: `evaluate CONFIG` runs the stage; `evaluate RUN_DIR --test FILE.tsv` scores any TSV",
+        help="evaluate and compare runs on test sets (`evaluate CONFIG` runs the evaluate stage)",
+        description="Translate test sets with one or more runs and decoding settings; print BLEU, chrF, "
+        "TER, length ratio and speed, with paired bootstrap significance against the first run; write "
+        "results.json, results.csv, hypotheses, sentence scores and BLEU-by-length plots.",
     )
-    p.add_argument("target", help="a config file (runs the stage) or a run directory")
-    p.add_argument("--run-dir", help="run directory for the stage form")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--force", action="store_true", help="rerun even when up to date")
-    p.add_argument("--test", help="TSV file of source<TAB>reference pairs (run-directory form)")
-    p.add_argument("--output-dir", help="where hypotheses and scores go (default: RUN_DIR/eval)")
-    _decode_args(p, n_best=False)
+    add_evaluate_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="learning curves of several runs on one chart")
+    add_plot_arguments(p)
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("translate", help="translate sentences, a file, or stdin with a trained run")
     p.add_argument("run_dir", help="a run directory with a trained model")
-    p.add_argument("sentences", nargs="*", help="sentences to translate (default: read --input or stdin)")
+    p.add_argument(
+        "sentences", nargs="*", help="sentences to translate (default: read --input or stdin)"
+    )
     p.add_argument("--input", help="file with one sentence a line")
     p.add_argument("--output", help="write translations here (default: stdout)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output file")
@@ -170,16 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="training and decoding throughput of a trained run")
     p.add_argument("run_dir", help="a run directory with a trained model")
-    p.add_argument("--json", nargs="?", const="-", help="print JSON (or write it to the given file)")
+    p.add_argument(
+        "--json", nargs="?", const="-", help="print JSON (or write it to the given file)"
+    )
     p.add_argument("--train-steps", type=int, default=20, help="training steps timed (default 20)")
-    p.add_argument("--naive-sentences", type=int, default=100, help="sentences for the naive decoder")
+    p.add_argument(
+        "--naive-sentences", type=int, default=100, help="sentences for the naive decoder"
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `translate RUN_DIR --beam-size 5 "Satz eins." "Satz zwei."`: sentences after options.
+        if args.command == "translate" and not any(e.startswith("-") for e in extra):
+            args.sentences = [*args.sentences, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except USER_ERRORS as e:

@@ -1,0 +1,136 @@
+"""`translator evaluate` and `translator plot`: thin command-line layers over translator.evaluation.
+
+translator evaluate RUN_DIR [RUN_DIR ...] [--test NAME=FILE ...] [--beam-size N ...] ...
+translator evaluate CONFIG [--run-dir DIR]        (runs the `evaluate` stage)
+translator plot RUN_DIR [RUN_DIR ...] --output FILE.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUTPUT_DIR = "evaluation"
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from translator.evaluation import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+
+    p.add_argument(
+        "targets",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories to evaluate (the first is the baseline of the significance tests); "
+        "or one CONFIG file, which runs the evaluate stage",
+    )
+    p.add_argument(
+        "--test",
+        action="append",
+        metavar="NAME=FILE",
+        help="a test set: NAME=FILE.tsv (source<TAB>reference), NAME=SRC_FILE,REF_FILE (aligned text "
+        "files) or a bare FILE (named by its stem); repeatable (default: each run's data/test.tsv)",
+    )
+    p.add_argument(
+        "--beam-size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="beam sizes to evaluate, e.g. --beam-size 1 5 (1 = greedy; default from each run's config)",
+    )
+    p.add_argument(
+        "--length-penalty", type=float, help="length penalty alpha (default from the config)"
+    )
+    p.add_argument("--batch-size", type=int, help="sentences per batch (default from the config)")
+    p.add_argument(
+        "--metrics", default="bleu,chrf,ter", help="comma-separated: bleu, chrf, ter (default: all)"
+    )
+    p.add_argument(
+        "--output-dir",
+        help=f"where results.json, results.csv, hypotheses, sentence scores and plots go "
+        f"(default: ./{DEFAULT_OUTPUT_DIR})",
+    )
+    p.add_argument(
+        "--worst", type=int, default=0, metavar="K", help="print the K worst sentences of each row"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        metavar="N",
+        help=f"paired bootstrap resamples against the first model (default {DEFAULT_BOOTSTRAP}; 0 = off)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help=f"resampling seed (default {DEFAULT_SEED})"
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="translate again instead of reusing cached hypotheses",
+    )
+    stage = p.add_argument_group("stage form (evaluate CONFIG)")
+    stage.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    stage.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value"
+    )
+    stage.add_argument("--force", action="store_true", help="rerun even when up to date")
+
+
+def is_stage_form(args) -> bool:
+    """`evaluate CONFIG`: a YAML file (or any file) as the only target runs the evaluate stage."""
+    first = Path(args.targets[0])
+    if first.suffix in (".yaml", ".yml") or first.is_file():
+        if len(args.targets) > 1:
+            raise ValueError(
+                f"evaluate {first}: a config file runs the evaluate stage of one run; "
+                "to compare runs, give their run directories"
+            )
+        return True
+    return False
+
+
+def run_evaluate(args) -> int:
+    from translator.evaluation import evaluate, format_signatures, format_table, format_worst
+
+    if args.worst < 0:
+        raise ValueError(f"--worst must be 0 or more, got {args.worst}")
+    output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
+    rows = evaluate(
+        args.targets,
+        test_sets=args.test or None,
+        beam_sizes=args.beam_size,
+        metrics=args.metrics,
+        length_penalty=args.length_penalty,
+        batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        output_dir=output_dir,
+        cache=not args.no_cache,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    print(format_table(rows))
+    print()
+    print(format_signatures(rows))
+    if args.worst:
+        print()
+        print(format_worst(rows, args.worst))
+    print(
+        f"\nwrote {output_dir / 'results.json'}, {output_dir / 'results.csv'} and per-row files in {output_dir}/"
+    )
+    sys.stdout.flush()
+    return 0
+
+
+def add_plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with logs/metrics.csv"
+    )
+    p.add_argument("--output", required=True, metavar="FILE.png", help="where the PNG goes")
+
+
+def run_plot(args) -> int:
+    from translator.evaluation import plot_runs
+
+    path = plot_runs(args.run_dirs, args.output)
+    print(f"wrote {path}")
+    return 0
