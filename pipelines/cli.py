@@ -55,6 +55,15 @@ def cmd_evaluate(args) -> int:
 
     if is_stage_form(args):
         args.config = args.targets[0]
+        # Decoding options on the command line override the config's decode section.
+        if args.beam_size and len(args.beam_size) > 1:
+            raise ConfigError("the evaluate stage takes one --beam-size; give several with RUN_DIR")
+        given = {
+            "beam_size": args.beam_size[0] if args.beam_size else None,
+            "length_penalty": args.length_penalty,
+            "batch_size": args.batch_size,
+        }
+        args.set = (args.set or []) + [f"decode.{k}={v}" for k, v in given.items() if v is not None]
         return cmd_stage(args)
     return run_evaluate(args)
 
@@ -67,7 +76,6 @@ def cmd_plot(args) -> int:
 
 def cmd_translate(args) -> int:
     from pipelines.translate_file import translate_stream
-
     from translator.translate import Translator
 
     translator = Translator.load(args.run_dir)
