@@ -76,16 +76,21 @@ def cmd_plot(args) -> int:
 
 def cmd_translate(args) -> int:
     from pipelines.translate_file import translate_stream
+    from translator.rundir import require_trained
+
+    require_trained(args.run_dir)  # fails fast, before TensorFlow is imported
+    if args.input and not Path(args.input).is_file():
+        raise FileNotFoundError(f"input file not found: {args.input}")
     from translator.translate import Translator
 
     translator = Translator.load(args.run_dir)
     options = {k: v for k, v in _decode_options(args).items() if v is not None}
+    if args.plot_attention:
+        return _plot_attention(translator, args, options)
     if args.sentences:
         lines = args.sentences
         return translate_stream(translator, iter(lines), sys.stdout, options)
     if args.input:
-        if not Path(args.input).is_file():
-            raise FileNotFoundError(f"input file not found: {args.input}")
         source = open(args.input, encoding="utf-8")  # noqa: SIM115 (closed below)
     else:
         source = sys.stdin
@@ -98,6 +103,20 @@ def cmd_translate(args) -> int:
     finally:
         if source is not sys.stdin:
             source.close()
+
+
+def _plot_attention(translator, args, options: dict) -> int:
+    """Translate one sentence, print the translation and draw its attention heatmap."""
+    from translator.plots import plot_attention
+
+    if len(args.sentences) != 1 or args.input:
+        raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")
+    options = {k: v for k, v in options.items() if k != "n_best"}
+    alignment = translator.translate(args.sentences[0], return_attention=True, **options)
+    path = plot_attention(alignment, args.plot_attention)
+    print(alignment.translation)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -185,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="file with one sentence a line")
     p.add_argument("--output", help="write translations here (default: stdout)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output file")
+    p.add_argument(
+        "--plot-attention",
+        metavar="FILE.png",
+        help="with one SENTENCE and an attention model: draw its alignment heatmap to this file",
+    )
     _decode_args(p)
     p.set_defaults(func=cmd_translate)
 

@@ -67,7 +67,7 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
         return fingerprint("tokenize", cfg.section("tokenizer"), _fingerprint_of(ctx, "prepare"))
     if stage == "train":
         return fingerprint(
-            "train", cfg.section("model"), cfg.section("train"), _fingerprint_of(ctx, "tokenize")
+            "train", model_section(cfg), cfg.section("train"), _fingerprint_of(ctx, "tokenize")
         )
     if stage == "evaluate":
         return fingerprint(
@@ -80,11 +80,21 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
     raise ValueError(stage)
 
 
+def model_section(cfg: Config) -> dict:
+    """The model config as it matters for training: attention options are left out when attention
+    is `none`, so runs made before those options existed keep their fingerprints."""
+    model = cfg.section("model")
+    if model["decoder"].get("attention", "none") == "none":
+        for key in ("attention", "attention_score", "input_feeding"):
+            model["decoder"].pop(key, None)
+    return model
+
+
 def training_fingerprint(ctx: Context) -> str:
     """What must match for a checkpoint to be resumed: model, data, tokenizers, all but stop settings."""
     train = {k: v for k, v in ctx.config.section("train").items() if k not in STOP_KEYS}
     return fingerprint(
-        "train-resume", ctx.config.section("model"), train, _fingerprint_of(ctx, "tokenize")
+        "train-resume", model_section(ctx.config), train, _fingerprint_of(ctx, "tokenize")
     )
 
 

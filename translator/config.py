@@ -80,12 +80,22 @@ class EncoderConfig:
 
 @dataclass
 class DecoderConfig:
-    """A stack of GRU or LSTM layers started from the context vector."""
+    """A stack of GRU or LSTM layers started from the context vector.
+
+    `attention` over the encoder outputs: `none`, `bahdanau` (additive; queried with the previous
+    decoder state) or `luong` (multiplicative; queried with the new state), as JoeyNMT.
+    `attention_score` is Luong's score, `general` (`h^T W e`) or `dot` (`h^T e`, needs encoder
+    output size == `units`). `input_feeding` feeds the previous attentional vector back into the
+    next step's input (Luong et al., 2015). Both are ignored without attention.
+    """
 
     cell: Literal["gru", "lstm"] = "lstm"
     num_layers: int = 1
     units: int = 256
     dropout: float = 0.0
+    attention: Literal["none", "bahdanau", "luong"] = "none"
+    attention_score: Literal["general", "dot"] = "general"
+    input_feeding: bool = True
 
 
 @dataclass
@@ -256,7 +266,11 @@ def _validate(obj: Any, prefix: str) -> None:
             f"invalid value {obj.recurrent_initializer!r}; valid choices: {', '.join(valid_init)}",
         )
         if obj.cell != "rnn":
-            _check(obj.activation == "tanh", p + "activation", "only cell: rnn takes another activation than tanh")
+            _check(
+                obj.activation == "tanh",
+                p + "activation",
+                "only cell: rnn takes another activation than tanh",
+            )
             _check(
                 obj.recurrent_initializer != "identity",
                 p + "recurrent_initializer",
@@ -277,9 +291,21 @@ def _validate(obj: Any, prefix: str) -> None:
         _check(obj.max_output_ratio > 0, p + "max_output_ratio", "must be positive")
     if isinstance(obj, EvalConfig):
         for m in obj.metrics:
-            _check(m in METRICS, p + "metrics", f"invalid metric {m!r}; valid choices: {', '.join(METRICS)}")
+            _check(
+                m in METRICS,
+                p + "metrics",
+                f"invalid metric {m!r}; valid choices: {', '.join(METRICS)}",
+            )
     if isinstance(obj, ModelConfig):
         enc, dec = obj.encoder, obj.decoder
+        if dec.attention == "luong" and dec.attention_score == "dot":
+            enc_size = enc.units * (2 if enc.bidirectional and enc.merge == "concat" else 1)
+            _check(
+                enc_size == dec.units,
+                p + "decoder.attention_score",
+                f"'dot' scores h^T e, so the encoder output size ({enc_size}) must equal "
+                f"model.decoder.units ({dec.units}); use 'general'",
+            )
         if obj.init_hidden == "last":
             enc_units = enc.units * (2 if enc.bidirectional and enc.merge == "concat" else 1)
             _check(
@@ -289,7 +315,8 @@ def _validate(obj: Any, prefix: str) -> None:
                 f"equal model.decoder.units ({dec.units}); use 'dense' or 'zero'",
             )
             _check(
-                not (enc.cell == "gru" and dec.cell == "lstm") and not (enc.cell == "rnn" and dec.cell == "lstm"),
+                not (enc.cell == "gru" and dec.cell == "lstm")
+                and not (enc.cell == "rnn" and dec.cell == "lstm"),
                 p + "init_hidden",
                 f"'last' cannot start an LSTM decoder (h, c) from a {enc.cell} encoder state (h); use 'dense' or 'zero'",
             )

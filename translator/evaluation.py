@@ -279,7 +279,7 @@ class _Run:
 
 
 def _model_not_found(message: str) -> Exception:
-    from translator.translate import ModelNotFoundError
+    from translator.rundir import ModelNotFoundError
 
     return ModelNotFoundError(message)
 

@@ -2,19 +2,33 @@
 
 The model exposes the two operations search needs (see :mod:`translator.search`):
 
-- `encode(src_ids)` -> `EncoderOutput(outputs, mask, states)`, the decoder's initial states;
+- `encode(src_ids)` -> `EncoderOutput(outputs, mask, states, keys)`, the decoder's initial states;
 - `decode_step(tokens, states, encoder)` -> `(logits, new_states)` for one target position.
 
 `call((src_ids, tgt_in_ids))` runs teacher forcing over whole sequences and returns logits.
+
+With `model.decoder.attention` (`bahdanau` or `luong`, see :mod:`translator.attention`) one decoder
+step follows JoeyNMT's RecurrentDecoder, with `x` the embedded previous token, `h` the top decoder
+layer's output, `e` the encoder outputs and `a` the attentional vector::
+
+    bahdanau: c_t = attend(h_{t-1}, e);  h_t = RNN([x_t; c_t; a_{t-1}]);  a_t = tanh(W_c [h_t; c_t])
+    luong:    h_t = RNN([x_t; a_{t-1}]);  c_t = attend(h_t, e);  a_t = tanh(W_c [c_t; h_t])
+
+(`a_{t-1}` only with `input_feeding`, starting from zeros) and `logits_t = W_o a_t + b_o`. Without
+attention the decoder is a plain stack whose top output goes straight to the projection, and
+teacher forcing runs Keras' fused GRU/LSTM layers.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import keras
 from keras import ops
+from keras.src import backend as keras_backend
 
+from translator.attention import make_attention
 from translator.cells import STATES_PER_CELL, make_rnn_layer
 from translator.tokenizers import PAD_ID
 
@@ -24,12 +38,20 @@ class EncoderOutput(NamedTuple):
 
     outputs: [B, S, E] top encoder layer outputs (0 at padding).
     mask: [B, S] bool, True at real source tokens.
-    states: flat list of decoder initial states, each [B, units].
+    states: flat list of decoder initial states, each [B, units] (with input feeding the last one
+        is the attentional vector, zeros).
+    keys: [B, S, A] the attention's key projections of `outputs`, computed once per batch; `()`
+        without attention (an empty structure, so `tf.nest` maps over it without a leaf).
     """
 
     outputs: Any
     mask: Any
     states: list
+    keys: Any = ()
+
+
+def _is_tensor(x) -> bool:
+    return not isinstance(x, tuple | list) and x is not None
 
 
 def _merge(a, b, mode: str):
@@ -102,7 +124,9 @@ class Bridge(keras.layers.Layer):
                 src = encoder_states[layer] if len(encoder_states) == self.decoder_layers else top
                 out.extend(src[: self.n_states])
             else:
-                out.extend(self.projections[layer][k](self._source(top, k)) for k in range(self.n_states))
+                out.extend(
+                    self.projections[layer][k](self._source(top, k)) for k in range(self.n_states)
+                )
         return out
 
     def get_config(self) -> dict:
@@ -137,7 +161,14 @@ class Seq2Seq(keras.Model):
         >>> logits = model((src, tgt_in))
     """
 
-    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, model_config: dict, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        model_config: dict,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.src_vocab_size = int(src_vocab_size)
         self.tgt_vocab_size = int(tgt_vocab_size)
@@ -148,7 +179,9 @@ class Seq2Seq(keras.Model):
         emb = model_config["embedding_dim"]
         self.src_embedding = keras.layers.Embedding(self.src_vocab_size, emb, name="src_embedding")
         self.tgt_embedding = keras.layers.Embedding(self.tgt_vocab_size, emb, name="tgt_embedding")
-        self.embedding_dropout = keras.layers.Dropout(model_config.get("embedding_dropout", 0.0), seed=seed)
+        self.embedding_dropout = keras.layers.Dropout(
+            model_config.get("embedding_dropout", 0.0), seed=seed
+        )
         self.encoder_layers = [
             make_rnn_layer(
                 enc["cell"],
@@ -164,15 +197,40 @@ class Seq2Seq(keras.Model):
         ]
         self.encoder_dropout = keras.layers.Dropout(enc["dropout"], seed=seed)
         self.bridge = Bridge(
-            model_config["init_hidden"], enc["cell"], dec["cell"], dec["num_layers"], dec["units"], name="bridge"
+            model_config["init_hidden"],
+            enc["cell"],
+            dec["cell"],
+            dec["num_layers"],
+            dec["units"],
+            name="bridge",
         )
         self.decoder_layers = [
-            make_rnn_layer(dec["cell"], dec["units"], seed=seed, name=f"decoder_{i}") for i in range(dec["num_layers"])
+            make_rnn_layer(dec["cell"], dec["units"], seed=seed, name=f"decoder_{i}")
+            for i in range(dec["num_layers"])
         ]
         self.decoder_dropout = keras.layers.Dropout(dec["dropout"], seed=seed)
-        self.output_dropout = keras.layers.Dropout(model_config.get("output_dropout", 0.0), seed=seed)
+        self.output_dropout = keras.layers.Dropout(
+            model_config.get("output_dropout", 0.0), seed=seed
+        )
         self.output_projection = keras.layers.Dense(self.tgt_vocab_size, name="output_projection")
         self.n_dec_states = STATES_PER_CELL[dec["cell"]]
+        # Attention (absent keys in older configs mean none): no layer is created without it, so
+        # such a model has exactly the weights of a model built before attention existed.
+        self.attention_kind = dec.get("attention", "none")
+        self.input_feeding = self.attention_kind != "none" and dec.get("input_feeding", True)
+        self.attention = make_attention(
+            self.attention_kind, dec["units"], dec.get("attention_score", "general")
+        )
+        if self.attention is not None:
+            self.attention_vector = keras.layers.Dense(
+                dec["units"], activation="tanh", name="attention_vector"
+            )
+
+    @property
+    def encoder_output_size(self) -> int:
+        """E, the size of the top encoder layer's outputs."""
+        enc = self.enc_cfg
+        return enc["units"] * (2 if enc["bidirectional"] and enc["merge"] == "concat" else 1)
 
     # -- the two operations search uses -------------------------------------------------------
     def encode(self, src_ids, training: bool = False) -> EncoderOutput:
@@ -191,7 +249,57 @@ class Seq2Seq(keras.Model):
                 states = [_merge(f, b, self.enc_cfg["merge"]) for f, b in zip(fw, bw, strict=True)]
             final_states.append(states)
         x = x * ops.expand_dims(ops.cast(mask, x.dtype), -1)
-        return EncoderOutput(x, mask, self.bridge(final_states))
+        states = self.bridge(final_states)
+        if self.attention is None:
+            return EncoderOutput(x, mask, states)
+        if self.input_feeding:
+            states = [*states, ops.zeros_like(states[0])]
+        return EncoderOutput(x, mask, states, self.attention.project_keys(x))
+
+    def _step(self, y, states: list, encoder: EncoderOutput, training: bool = False):
+        """The decoder core for one position, shared by `decode_step` and teacher forcing.
+
+        Args:
+            y: [B, emb], the embedded previous target token.
+            states: flat list of decoder states (see `EncoderOutput.states`).
+            encoder: the `EncoderOutput` of the batch.
+
+        Returns:
+            `(output [B, units], new_states, attention_weights [B, S] or None)`: the output that
+            the vocabulary projection reads (the attentional vector with attention, else the top
+            layer's output).
+        """
+        n, n_layers = self.n_dec_states, len(self.decoder_layers)
+        recurrent = list(states[: n * n_layers])
+        weights = context = None
+        if self.attention is not None:
+            keys = encoder.keys if _is_tensor(encoder.keys) else None
+            attend = functools.partial(
+                self.attention, values=encoder.outputs, keys=keys, mask=encoder.mask
+            )
+            inputs = [y]
+            if self.attention_kind == "bahdanau":
+                context, weights = attend(recurrent[(n_layers - 1) * n])  # h_{t-1}, top layer
+                inputs.append(context)
+            if self.input_feeding:
+                inputs.append(states[n * n_layers])
+            y = ops.concatenate(inputs, axis=-1) if len(inputs) > 1 else y
+        new_states = []
+        for i, layer in enumerate(self.decoder_layers):
+            if i > 0:
+                y = self.decoder_dropout(y, training=training)
+            y, st = layer.cell(y, recurrent[i * n : (i + 1) * n], training=training)
+            new_states.extend(st if isinstance(st, list | tuple) else [st])
+        if self.attention is None:
+            return y, new_states, None
+        if self.attention_kind == "luong":
+            context, weights = attend(y)  # h_t
+            y = self.attention_vector(ops.concatenate([context, y], axis=-1))
+        else:
+            y = self.attention_vector(ops.concatenate([y, context], axis=-1))
+        if self.input_feeding:
+            new_states.append(y)
+        return y, new_states, weights
 
     def decode_step(self, tokens, states: list, encoder: EncoderOutput, training: bool = False):
         """One decoder step.
@@ -204,37 +312,101 @@ class Seq2Seq(keras.Model):
         Returns:
             `(logits [B, V], new_states)`.
         """
-        y = self.tgt_embedding(tokens)
-        new_states = []
-        n = self.n_dec_states
-        for i, layer in enumerate(self.decoder_layers):
-            if i > 0:
-                y = self.decoder_dropout(y, training=training)
-            y, st = layer.cell(y, list(states[i * n : (i + 1) * n]), training=training)
-            new_states.extend(st if isinstance(st, list | tuple) else [st])
+        y, new_states, _ = self._step(self.tgt_embedding(tokens), states, encoder, training)
         logits = self.output_projection(self.output_dropout(y, training=training))
         return logits, new_states
 
+    def decode_step_with_attention(
+        self, tokens, states: list, encoder: EncoderOutput, training: bool = False
+    ):
+        """`decode_step` that also returns the attention weights.
+
+        Returns:
+            `(logits [B, V], new_states, attention_weights [B, S])`.
+        """
+        self._require_attention()
+        y, new_states, weights = self._step(self.tgt_embedding(tokens), states, encoder, training)
+        logits = self.output_projection(self.output_dropout(y, training=training))
+        return logits, new_states, weights
+
     # -- teacher forcing ------------------------------------------------------------------------
+    def _attention_loop(self, tgt_in_ids, encoder: EncoderOutput, training: bool, weights: bool):
+        """Runs `_step` over `tgt_in_ids` [B, T] in a compiled loop (`keras.src.backend.rnn`).
+
+        Padded target steps carry the states. Returns the outputs [B, T, units] and, when
+        `weights` is true, also the attention weights [B, T, S].
+        """
+        mask = ops.not_equal(tgt_in_ids, PAD_ID)
+        y = self.embedding_dropout(self.tgt_embedding(tgt_in_ids), training=training)
+
+        def step(y_t, states):
+            out, new_states, w = self._step(y_t, list(states), encoder, training=training)
+            return ((out, w) if weights else out), new_states
+
+        _, outputs, _ = keras_backend.rnn(
+            step, y, list(encoder.states), mask=mask, zero_output_for_mask=True
+        )
+        return outputs
+
     def decode_sequence(self, tgt_in_ids, encoder: EncoderOutput, training: bool = False):
         """Teacher-forced decoding of `tgt_in_ids` [B, T]; returns logits [B, T, V]."""
+        if self.attention is not None:
+            y = self._attention_loop(tgt_in_ids, encoder, training, weights=False)
+            return self.output_projection(self.output_dropout(y, training=training))
         mask = ops.not_equal(tgt_in_ids, PAD_ID)
         y = self.embedding_dropout(self.tgt_embedding(tgt_in_ids), training=training)
         n = self.n_dec_states
         for i, layer in enumerate(self.decoder_layers):
             if i > 0:
                 y = self.decoder_dropout(y, training=training)
-            out = layer(y, initial_state=encoder.states[i * n : (i + 1) * n], mask=mask, training=training)
+            out = layer(
+                y, initial_state=encoder.states[i * n : (i + 1) * n], mask=mask, training=training
+            )
             y = out[0]
         return self.output_projection(self.output_dropout(y, training=training))
 
+    def attention_weights(self, src_ids, tgt_in_ids):
+        """Teacher-forced attention weights (inference mode), e.g. for alignment plots.
+
+        Args:
+            src_ids: [B, S] int, right-padded source ids.
+            tgt_in_ids: [B, T] int, BOS + target ids, right-padded.
+
+        Returns:
+            [B, T, S]: row `t` is the attention of the step that predicts target token `t`;
+            exactly 0 on source padding (rows at target padding are 0).
+        """
+        self._require_attention()
+        encoder = self.encode(src_ids, training=False)
+        _, weights = self._attention_loop(tgt_in_ids, encoder, training=False, weights=True)
+        return weights
+
+    def _require_attention(self) -> None:
+        if self.attention is None:
+            raise ValueError(
+                "this model has no attention (model.decoder.attention is none); "
+                "train one with model.decoder.attention: bahdanau or luong"
+            )
+
     def call(self, inputs, training: bool = False):
         src_ids, tgt_in_ids = inputs
-        return self.decode_sequence(tgt_in_ids, self.encode(src_ids, training=training), training=training)
+        return self.decode_sequence(
+            tgt_in_ids, self.encode(src_ids, training=training), training=training
+        )
 
     def build(self, input_shape=None):
         if self.built:
             return
+        if self.attention is not None:
+            # The keys are projected in `encode` and the decoder layers run cell by cell, so
+            # their weights are created here, from the sizes the config fixes.
+            units, emb = self.dec_cfg["units"], self.model_config["embedding_dim"]
+            self.attention.build((None, units), (None, None, self.encoder_output_size))
+            in_dim = emb + self.input_feeding * units
+            if self.attention_kind == "bahdanau":
+                in_dim += self.encoder_output_size
+            for i, layer in enumerate(self.decoder_layers):
+                layer.build((None, None, in_dim if i == 0 else units))
         dummy = ops.ones((1, 2), dtype="int32")
         self.call((dummy, dummy))
         enc = self.encode(dummy)
@@ -332,17 +504,23 @@ class Perplexity(keras.metrics.Metric):
         self.total.assign(0.0)
 
 
-def build_model(config_model: dict, src_vocab_size: int, tgt_vocab_size: int, seed: int | None = None) -> Seq2Seq:
+def build_model(
+    config_model: dict, src_vocab_size: int, tgt_vocab_size: int, seed: int | None = None
+) -> Seq2Seq:
     """Build (and create the weights of) a :class:`Seq2Seq` from the `model` config section."""
     model = Seq2Seq(src_vocab_size, tgt_vocab_size, config_model, seed=seed, name="seq2seq")
     model.build()
     return model
 
 
-def compile_model(model: Seq2Seq, learning_rate: float, clip_norm: float, label_smoothing: float) -> None:
+def compile_model(
+    model: Seq2Seq, learning_rate: float, clip_norm: float, label_smoothing: float
+) -> None:
     """Adam with gradient clipping by global norm, masked loss and metrics."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm or None),
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate, global_clipnorm=clip_norm or None
+        ),
         loss=MaskedCrossEntropy(label_smoothing=label_smoothing),
         metrics=[MaskedAccuracy(), Perplexity()],
     )

@@ -11,15 +11,28 @@ import numpy as np
 from translator.config import Config, DecodeConfig, config_from_dict
 from translator.corpus import normalize
 from translator.data import length_sorted_batches, pad_batch
+from translator.rundir import MODEL_FILE, ModelNotFoundError, require_trained  # noqa: F401
 from translator.search import Hypothesis, Searcher, max_output_lengths
-from translator.tokenizers import Tokenizer, load_tokenizer
+from translator.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """A run directory has no trained model (yet)."""
+@dataclasses.dataclass
+class Alignment:
+    """A translation with the decoder's attention over the source (`return_attention=True`).
 
+    source_tokens: the source pieces, S of them.
+    target_tokens: the output pieces, EOS included, T_out of them.
+    translation: the detokenised output.
+    attention: float32 [T_out, S]; row `t` is the attention of the step that produced
+        `target_tokens[t]` (each row sums to 1).
+    score: the hypothesis' normalised score.
+    """
 
-MODEL_FILE = "model.keras"
+    source_tokens: list[str]
+    target_tokens: list[str]
+    translation: str
+    attention: np.ndarray
+    score: float
 
 
 class Translator:
@@ -37,7 +50,13 @@ class Translator:
         'The car is in the garage.'
     """
 
-    def __init__(self, model, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, decode: DecodeConfig | None = None):
+    def __init__(
+        self,
+        model,
+        src_tokenizer: Tokenizer,
+        tgt_tokenizer: Tokenizer,
+        decode: DecodeConfig | None = None,
+    ):
         self.model = model
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
@@ -53,16 +72,7 @@ class Translator:
         import translator.model  # noqa: F401  (registers the custom layers for loading)
 
         run_dir = Path(run_dir)
-        config_path = run_dir / "config.yaml"
-        model_path = run_dir / model_file
-        if not run_dir.is_dir():
-            raise ModelNotFoundError(f"run directory not found: {run_dir}")
-        if not config_path.is_file() or not model_path.is_file():
-            missing = config_path if not config_path.is_file() else model_path
-            raise ModelNotFoundError(
-                f"{run_dir} has no trained model ({missing.name} is missing); run the `train` stage first: "
-                f"translator run CONFIG --run-dir {run_dir} --stages prepare,tokenize,train"
-            )
+        config_path, model_path = require_trained(run_dir, model_file)
         config: Config = config_from_dict(yaml.safe_load(config_path.read_text(encoding="utf-8")))
         kind = config.tokenizer.type
         src_tok = load_tokenizer(run_dir / "tokenizers", kind, "src")
@@ -76,7 +86,9 @@ class Translator:
         if settings.beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {settings.beam_size}")
         if not 1 <= settings.n_best <= settings.beam_size:
-            raise ValueError(f"n_best must be between 1 and beam_size ({settings.beam_size}), got {settings.n_best}")
+            raise ValueError(
+                f"n_best must be between 1 and beam_size ({settings.beam_size}), got {settings.n_best}"
+            )
         if settings.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {settings.batch_size}")
         return settings
@@ -97,7 +109,9 @@ class Translator:
             idx = [real[j] for j in batch]
             src = pad_batch([encoded[i] for i in idx])
             max_len = max_output_lengths(
-                np.array([len(encoded[i]) for i in idx]), settings.max_output_ratio, settings.max_output_extra
+                np.array([len(encoded[i]) for i in idx]),
+                settings.max_output_ratio,
+                settings.max_output_extra,
             )
             hyps = self.searcher.search(
                 src,
@@ -119,23 +133,74 @@ class Translator:
         length_penalty: float | None = None,
         batch_size: int | None = None,
         return_scores: bool = False,
+        return_attention: bool = False,
     ):
         """Translate one sentence or a list of sentences.
 
         Returns:
             For a string, its translation; for a list, a list of translations. With `n_best > 1`
             or `return_scores=True`, each translation is instead a list of `(text, score)` pairs,
-            best first, where score is the normalised score used for ranking.
+            best first, where score is the normalised score used for ranking. With
+            `return_attention=True` (models with attention only), each translation is instead an
+            :class:`Alignment` of the best hypothesis.
         """
         single = isinstance(text, str)
         sentences = [text] if single else list(text)
-        options = dict(beam_size=beam_size, n_best=n_best, length_penalty=length_penalty, batch_size=batch_size)
+        options = dict(
+            beam_size=beam_size, n_best=n_best, length_penalty=length_penalty, batch_size=batch_size
+        )
+        if return_attention:
+            _require_attention(self.model)
         hyps = self.translate_hypotheses(sentences, **options)
+        if return_attention:
+            found = self._alignments(sentences, hyps, self._settings(**options).batch_size)
+            return found[0] if single else found
         want_list = return_scores or (n_best or self.decode.n_best) > 1
         out = []
         for per_input in hyps:
             if want_list:
-                out.append([(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input])
+                out.append(
+                    [(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input]
+                )
             else:
                 out.append(self.tgt_tokenizer.decode(per_input[0].tokens))
         return out[0] if single else out
+
+    def _alignments(
+        self, sentences: list[str], hyps: list[list[Hypothesis]], batch_size: int
+    ) -> list[Alignment]:
+        """Alignments of the best hypotheses: search chose the tokens, one teacher-forced pass
+        over `[BOS] + tokens` gives the attention of every step (EOS included)."""
+        import tensorflow as tf
+
+        if getattr(self, "_attention_fn", None) is None:
+            self._attention_fn = tf.function(self.model.attention_weights, reduce_retracing=True)
+        encoded = self.src_tokenizer.encode_batch([normalize(s) for s in sentences])
+        best = [per_input[0] for per_input in hyps]
+        matrices = [np.zeros((len(h.tokens) + 1, 0), np.float32) for h in best]
+        real = [i for i, ids in enumerate(encoded) if ids]
+        for batch in length_sorted_batches([len(encoded[i]) for i in real], batch_size):
+            idx = [real[j] for j in batch]
+            src = pad_batch([encoded[i] for i in idx])
+            tgt_in = pad_batch([[BOS_ID, *best[i].tokens] for i in idx])
+            weights = self._attention_fn(tf.constant(src), tf.constant(tgt_in)).numpy()
+            for row, i in enumerate(idx):
+                matrices[i] = weights[row, : len(best[i].tokens) + 1, : len(encoded[i])]
+        return [
+            Alignment(
+                source_tokens=self.src_tokenizer.pieces(ids),
+                target_tokens=self.tgt_tokenizer.pieces([*h.tokens, EOS_ID]),
+                translation=self.tgt_tokenizer.decode(h.tokens),
+                attention=matrix.astype(np.float32),
+                score=float(h.normalized_score),
+            )
+            for ids, h, matrix in zip(encoded, best, matrices, strict=True)
+        ]
+
+
+def _require_attention(model) -> None:
+    if getattr(model, "attention", None) is None:
+        raise ValueError(
+            "return_attention needs a model with attention, but this model's "
+            "model.decoder.attention is none; train one with attention: bahdanau or luong"
+        )
