@@ -232,3 +232,39 @@ def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     )
     with pytest.raises(CorpusError, match="ted_hrlr_translate"):
         run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
+
+
+def test_evaluate_stage_takes_decoding_options_from_the_command_line(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from pipelines.cli import main
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    assert (
+        main(
+            [
+                "evaluate",
+                str(TINY),
+                "--run-dir",
+                str(run),
+                "--beam-size",
+                "3",
+                "--length-penalty",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((run / "eval" / "scores.json").read_text())
+    assert report["decode"]["beam_size"] == 3 and report["decode"]["length_penalty"] == 0.5
+    assert "[evaluate] running" in capsys.readouterr().out
+
+
+def test_fingerprints_ignore_attention_keys_of_models_without_attention():
+    from pipelines.stages import model_section
+
+    plain = model_section(load_config(TINY))
+    assert "attention" not in plain["decoder"] and "input_feeding" not in plain["decoder"]
+    with_attention = model_section(load_config(TINY, overrides=["model.decoder.attention=luong"]))
+    assert with_attention["decoder"]["attention"] == "luong"
