@@ -190,6 +190,46 @@ def test_teacher_forcing_equals_stepping(options):
     np.testing.assert_allclose(att[real], weights[real], atol=ATOL)
 
 
+PARALLEL_COMBOS = [
+    dict(attention="luong", score=score, input_feeding=False, dec_cell=cell, dec_layers=layers)
+    for score, cell, layers in [("general", "lstm", 1), ("dot", "gru", 2), ("general", "gru", 2)]
+]
+
+
+@pytest.mark.parametrize("options", PARALLEL_COMBOS, ids=[_id(o) for o in PARALLEL_COMBOS])
+def test_parallel_luong_teacher_forcing_equals_the_step_loop(options):
+    """Luong without input feeding attends for all positions at once; same logits as the loop."""
+    model = make_model(**options)
+    assert model.parallel_attention
+    encoder = model.encode(SRC)
+    looped = model.output_projection(
+        model._attention_loop(TGT_IN, encoder, training=False, weights=False)
+    ).numpy()
+    real = TGT_IN != 0
+    np.testing.assert_allclose(model((SRC, TGT_IN)).numpy()[real], looped[real], atol=ATOL)
+    padded = np.pad(SRC, [(0, 0), (0, 3)])
+    np.testing.assert_allclose(model((padded, TGT_IN)).numpy()[real], looped[real], atol=ATOL)
+    assert not make_model(attention="luong", input_feeding=True).parallel_attention
+    assert not make_model(attention="bahdanau", input_feeding=False).parallel_attention
+
+
+@pytest.mark.parametrize("score", ["general", "dot"])
+def test_luong_sequence_query_equals_one_query_at_a_time(score):
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(3, 5, 12)).astype("float32")
+    queries = rng.normal(size=(3, 4, 12)).astype("float32")
+    mask = SRC != 0
+    layer = LuongAttention(score)
+    layer.build((None, 12), (None, None, 12))
+    context, weights = layer(queries, values, mask=mask)
+    assert context.shape == (3, 4, 12) and weights.shape == (3, 4, 5)
+    for t in range(4):
+        c_t, w_t = layer(queries[:, t], values, mask=mask)
+        np.testing.assert_allclose(context[:, t], c_t, atol=ATOL)
+        np.testing.assert_allclose(weights[:, t], w_t, atol=ATOL)
+    assert (weights.numpy()[np.broadcast_to(~mask[:, None, :], (3, 4, 5))] == 0).all()
+
+
 def test_input_feeding_adds_the_attentional_vector_as_last_state():
     fed, plain = make_model(input_feeding=True), make_model(input_feeding=False)
     enc_fed, enc_plain = fed.encode(SRC), plain.encode(SRC)

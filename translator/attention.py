@@ -125,13 +125,14 @@ class LuongAttention(keras.layers.Layer):
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        query: `[B, Q]`, the decoder state the source is scored against.
+        query: `[B, Q]`, the decoder state the source is scored against, or `[B, T, Q]`, the
+            states of all target positions at once.
         values: `[B, S, E]`, the encoder outputs.
         keys: `[B, S, Q]` from :meth:`project_keys` (computed from `values` when omitted).
         mask: optional bool `[B, S]`, True at real source tokens.
 
     Returns:
-        `(context [B, E], weights [B, S])`.
+        `(context [B, E], weights [B, S])`, or `([B, T, E], [B, T, S])` for a `[B, T, Q]` query.
 
     Example:
 
@@ -174,6 +175,14 @@ class LuongAttention(keras.layers.Layer):
     def call(self, query: Any, values: Any, keys: Any = None, mask: Any = None) -> tuple[Any, Any]:
         if keys is None:
             keys = self.project_keys(values)
+        if len(query.shape) == 3:
+            # All queries of a sequence at once (teacher forcing without input feeding):
+            # query [B, T, Q] -> context [B, T, E], weights [B, T, S].
+            scores = ops.matmul(query, ops.transpose(keys, (0, 2, 1)))
+            if mask is not None:
+                mask = ops.expand_dims(mask, 1)
+            weights = masked_softmax(scores, mask)
+            return ops.matmul(weights, values), weights
         scores = ops.squeeze(ops.matmul(keys, ops.expand_dims(query, -1)), -1)  # [B, S]
         weights = masked_softmax(scores, mask)
         return weighted_sum(weights, values), weights

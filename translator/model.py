@@ -348,9 +348,20 @@ class Seq2Seq(keras.Model):
         )
         return outputs
 
+    @property
+    def parallel_attention(self) -> bool:
+        """True when teacher forcing can attend for all target positions at once.
+
+        Luong attention without input feeding reads the decoder's output `h_t`, which does not
+        depend on any attention, so the decoder layers run over the whole sequence and the
+        attention is one batched product; Bahdanau attention and input feeding feed the context
+        back into the recurrence, so they run step by step.
+        """
+        return self.attention_kind == "luong" and not self.input_feeding
+
     def decode_sequence(self, tgt_in_ids, encoder: EncoderOutput, training: bool = False):
         """Teacher-forced decoding of `tgt_in_ids` [B, T]; returns logits [B, T, V]."""
-        if self.attention is not None:
+        if self.attention is not None and not self.parallel_attention:
             y = self._attention_loop(tgt_in_ids, encoder, training, weights=False)
             return self.output_projection(self.output_dropout(y, training=training))
         mask = ops.not_equal(tgt_in_ids, PAD_ID)
@@ -363,6 +374,10 @@ class Seq2Seq(keras.Model):
                 y, initial_state=encoder.states[i * n : (i + 1) * n], mask=mask, training=training
             )
             y = out[0]
+        if self.attention is not None:  # Luong without input feeding, as in `_step`
+            keys = encoder.keys if _is_tensor(encoder.keys) else None
+            context, _ = self.attention(y, values=encoder.outputs, keys=keys, mask=encoder.mask)
+            y = self.attention_vector(ops.concatenate([context, y], axis=-1))
         return self.output_projection(self.output_dropout(y, training=training))
 
     def attention_weights(self, src_ids, tgt_in_ids):
