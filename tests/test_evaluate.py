@@ -254,6 +254,18 @@ def test_plots_are_valid_pngs(evaluated, runs, tmp_path, capsys):
     assert str(tmp_path / "logs" / "metrics.csv") in err and not (tmp_path / "x.png").exists()
 
 
+def test_plot_command_does_not_load_tensorflow(runs, tmp_path):
+    """`translator plot` only reads CSV logs, so it starts without TensorFlow."""
+    out = tmp_path / "curves.png"
+    code = (
+        "import sys; from pipelines.cli import main; "
+        f"rc = main(['plot', {str(runs[0])!r}, '--output', {str(out)!r}]); "
+        "assert rc == 0; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert out.read_bytes()[:8] == PNG
+
+
 def test_second_evaluation_reuses_cached_hypotheses(evaluated, runs):
     base, noisy = runs
     rows = evaluate(

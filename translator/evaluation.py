@@ -956,8 +956,7 @@ def plot_runs(run_dirs: Iterable[str | Path], path: str | Path) -> Path:
         histories[name] = read_metrics_log(run_dir)
     if not histories:
         raise ValueError("no run directories given")
-    # Imports Keras: only once the logs have been read.
-    from translator.training import plot_learning_curves
+    from translator.plots import plot_learning_curves
 
     plot_learning_curves(histories, Path(path))
     return Path(path)

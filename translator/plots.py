@@ -1,7 +1,10 @@
-"""Plots of a model's behaviour: attention heatmaps (alignments)."""
+"""Plots of a model's behaviour: attention heatmaps (alignments) and learning curves.
+
+No TensorFlow import here, so `translator plot` starts fast."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from translator.io import atomic_path
@@ -56,3 +59,33 @@ def plot_attention(alignment, path: str | Path, title: str | None = None) -> Pat
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
     return path
+
+
+def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    """Plot training/validation loss and validation BLEU by epoch for one or more runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, history in histories.items():
+        epochs = [int(r["epoch"]) for r in history]
+        prefix = f"{name} " if name else ""
+
+        def col(key, history=history):
+            return [float(r[key]) if r.get(key) not in (None, "") else math.nan for r in history]
+
+        ax_loss.plot(epochs, col("loss"), marker="o", label=f"{prefix}train")
+        ax_loss.plot(epochs, col("val_loss"), marker="o", linestyle="--", label=f"{prefix}valid")
+        ax_bleu.plot(epochs, col("val_bleu"), marker="o", label=name or "valid BLEU")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_bleu.set_xlabel("epoch")
+    ax_bleu.set_ylabel("validation BLEU")
+    ax_bleu.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from translator.data import BucketedDataset
 from translator.evaluation import bleu
 from translator.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from translator.model import build_model, compile_model
+from translator.plots import plot_learning_curves
 from translator.tokenizers import Tokenizer
 from translator.translate import Translator
 
@@ -187,36 +187,6 @@ def write_metrics(log_dir: Path, history: list[dict]) -> None:
         w.writerow(row)
     atomic_write_text(log_dir / "metrics.csv", buf.getvalue())
     plot_learning_curves({"": history}, log_dir / "learning_curve.png")
-
-
-def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    """Plot training/validation loss and validation BLEU by epoch for one or more runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, history in histories.items():
-        epochs = [int(r["epoch"]) for r in history]
-        prefix = f"{name} " if name else ""
-
-        def col(key, history=history):
-            return [float(r[key]) if r.get(key) not in (None, "") else math.nan for r in history]
-
-        ax_loss.plot(epochs, col("loss"), marker="o", label=f"{prefix}train")
-        ax_loss.plot(epochs, col("val_loss"), marker="o", linestyle="--", label=f"{prefix}valid")
-        ax_bleu.plot(epochs, col("val_bleu"), marker="o", label=name or "valid BLEU")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_bleu.set_xlabel("epoch")
-    ax_bleu.set_ylabel("validation BLEU")
-    ax_bleu.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def _new_state(fingerprint: str) -> dict:
