@@ -260,6 +260,9 @@ def train(
     steps = tc.steps_per_epoch or data.steps_per_pass()
     monitor = _Monitor(cfg, paths, state, translator, bleu_pairs, data)
     if state["epoch"] < tc.epochs:
+        # The shuffle seed moves on with the epoch count, so a resumed run continues with new
+        # orders instead of replaying the batches the first run started with.
+        data.seed = tc.seed + state["epoch"]
         model.fit(
             data.dataset(repeat=True),
             epochs=tc.epochs,
