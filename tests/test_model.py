@@ -46,6 +46,21 @@ def test_buckets_cover_every_pair_once_with_teacher_forcing():
     assert sorted(seen) == sorted((tuple(a), tuple(b)) for a, b in zip(src, tgt, strict=True))
 
 
+def test_training_order_is_shuffled_over_the_whole_data():
+    # Ordered data (like the bundled phrases appended after the sentences): the first batch of a
+    # pass must draw from all of it, not only from the head a bounded shuffle buffer would hold.
+    n = 30000
+    src = [[4 + i] for i in range(n)]
+    tgt = [[5]] * n
+    data = BucketedDataset(src, tgt, batch_tokens=400, max_batch_size=64, shuffle=True, seed=1)
+    (first, _), _ = next(iter(data.dataset(repeat=True).as_numpy_iterator()))
+    index = first[:, 0] - 4
+    assert len(index) == 64 and index.max() > 25000 and index.min() < 5000
+    bounded = BucketedDataset(src, tgt, 400, 64, shuffle=True, seed=1, shuffle_buffer=100)
+    (first, _), _ = next(iter(bounded.dataset().as_numpy_iterator()))
+    assert (first[:, 0] - 4).max() < 200
+
+
 def test_padding_helpers():
     assert pad_batch([[5, 6], [7]]).tolist() == [[5, 6], [7, 0]]
     batches = length_sorted_batches([3, 9, 1, 5], 2)

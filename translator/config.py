@@ -125,7 +125,9 @@ class TrainConfig:
     max_minutes: float | None = None
     steps_per_epoch: int | None = None
     valid_bleu_pairs: int | None = 500
-    shuffle_buffer: int = 20000
+    # None shuffles the whole training set each pass (a smaller buffer only mixes neighbours, and
+    # the data may be ordered: the bundled dictionary phrases come sorted after the sentences).
+    shuffle_buffer: int | None = None
 
 
 @dataclass

@@ -39,6 +39,10 @@ class BucketedDataset:
         max_batch_size: cap on sentences per batch.
         shuffle: shuffle examples (and so batches) each pass.
         seed: shuffle seed.
+        shuffle_buffer: examples in tf.data's shuffle buffer; None (the default) holds them all,
+            a uniform shuffle of every pass. The training data can be ordered (the bundled
+            dictionary phrases follow the sentences, sorted), which a smaller buffer only mixes
+            locally.
     """
 
     def __init__(
@@ -49,7 +53,7 @@ class BucketedDataset:
         max_batch_size: int,
         shuffle: bool = True,
         seed: int = 1,
-        shuffle_buffer: int = 20000,
+        shuffle_buffer: int | None = None,
     ):
         if len(src) != len(tgt):
             raise ValueError(f"{len(src)} source but {len(tgt)} target sentences")
@@ -72,8 +76,11 @@ class BucketedDataset:
     def dataset(self, repeat: bool = False) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((_ragged(self.src), _ragged(self.tgt)))
         if self.shuffle:
+            buffer = len(self.src)
+            if self.shuffle_buffer is not None:
+                buffer = min(self.shuffle_buffer, buffer)
             ds = ds.shuffle(
-                min(self.shuffle_buffer, len(self.src)),
+                buffer,
                 seed=self.seed,
                 reshuffle_each_iteration=True,
             )
