@@ -81,6 +81,8 @@ def cmd_translate(args) -> int:
     require_trained(args.run_dir)  # fails fast, before TensorFlow is imported
     if args.input and not Path(args.input).is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
+    if args.plot_attention and (len(args.sentences) != 1 or args.input):
+        raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")
     from translator.translate import Translator
 
     translator = Translator.load(args.run_dir)
@@ -109,8 +111,6 @@ def _plot_attention(translator, args, options: dict) -> int:
     """Translate one sentence, print the translation and draw its attention heatmap."""
     from translator.plots import plot_attention
 
-    if len(args.sentences) != 1 or args.input:
-        raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")
     options = {k: v for k, v in options.items() if k != "n_best"}
     alignment = translator.translate(args.sentences[0], return_attention=True, **options)
     path = plot_attention(alignment, args.plot_attention)

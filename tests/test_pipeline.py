@@ -181,6 +181,8 @@ def test_cli_errors_are_clear(tiny_run, tmp_path):
     assert r.returncode == 2 and f"{bad}:2" in r.stderr
     r = cli("run", TINY, "--stages", "prepare,fly", "--run-dir", tmp_path / "y")
     assert r.returncode == 2 and "fly" in r.stderr and "tokenize" in r.stderr
+    r = cli("translate", tiny_run, "a", "b", "--plot-attention", tmp_path / "a.png")
+    assert r.returncode == 2 and "exactly one SENTENCE" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tsv_corpus_with_malformed_lines(tmp_path):
