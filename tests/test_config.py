@@ -44,6 +44,9 @@ def test_bad_types_and_ranges():
         config_from_dict({"train": {"epochs": "many"}})
     with pytest.raises(ConfigError, match="train.epochs"):
         config_from_dict({"train": {"epochs": 0}})
+    with pytest.raises(ConfigError, match="train.shuffle_buffer"):
+        config_from_dict({"train": {"shuffle_buffer": 0}})
+    assert config_from_dict({"train": {"shuffle_buffer": None}}).train.shuffle_buffer is None
     with pytest.raises(ConfigError, match="decode.n_best"):
         config_from_dict({"decode": {"beam_size": 2, "n_best": 3}})
     with pytest.raises(ConfigError, match="eval.metrics"):

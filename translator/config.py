@@ -285,6 +285,11 @@ def _validate(obj: Any, prefix: str) -> None:
         _check(obj.epochs >= 1, p + "epochs", "must be at least 1")
         _check(obj.batch_tokens >= 1, p + "batch_tokens", "must be positive")
         _check(obj.learning_rate > 0, p + "learning_rate", "must be positive")
+        _check(
+            obj.shuffle_buffer is None or obj.shuffle_buffer >= 1,
+            p + "shuffle_buffer",
+            "must be at least 1 (or null: the whole training set)",
+        )
         _check(0.0 <= obj.label_smoothing < 1.0, p + "label_smoothing", "must be in [0, 1)")
     if isinstance(obj, DecodeConfig):
         _check(obj.beam_size >= 1, p + "beam_size", "must be at least 1")
