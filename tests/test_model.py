@@ -61,6 +61,19 @@ def test_training_order_is_shuffled_over_the_whole_data():
     assert (first[:, 0] - 4).max() < 200
 
 
+def test_training_speed_is_tokens_over_seconds_of_all_epochs():
+    from translator.training import _result
+
+    rows = [
+        {"epoch": 1, "epoch_seconds": 80.0, "train_tokens_per_s": 3000.0},
+        {"epoch": 2, "epoch_seconds": 2.0, "train_tokens_per_s": 400.0},  # cut by the budget
+    ]
+    state = {"epoch": 2, "best_epoch": 1, "best_bleu": 1.0, "elapsed_seconds": 90.0}
+    result = _result({**state, "stop_reason": "time", "history": rows})
+    assert result.train_tokens_per_s == pytest.approx((3000 * 80 + 400 * 2) / 82)
+    assert _result({**state, "stop_reason": None, "history": []}).train_tokens_per_s == 0.0
+
+
 def test_padding_helpers():
     assert pad_batch([[5, 6], [7]]).tolist() == [[5, 6], [7, 0]]
     batches = length_sorted_batches([3, 9, 1, 5], 2)

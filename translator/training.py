@@ -300,13 +300,15 @@ def _model_dict(cfg: Config) -> dict:
 
 
 def _result(state: dict) -> TrainResult:
-    history = state["history"]
-    speeds = [r["train_tokens_per_s"] for r in history if r.get("train_tokens_per_s")]
+    # Tokens over seconds of all epochs, so a short epoch (cut by the time budget) weighs little.
+    rows = [r for r in state["history"] if r.get("train_tokens_per_s") and r.get("epoch_seconds")]
+    seconds = sum(r["epoch_seconds"] for r in rows)
+    tokens = sum(r["train_tokens_per_s"] * r["epoch_seconds"] for r in rows)
     return TrainResult(
         epochs=state["epoch"],
         best_epoch=state["best_epoch"],
         best_bleu=state["best_bleu"],
         elapsed_seconds=state["elapsed_seconds"],
         stop_reason=state["stop_reason"] or "",
-        train_tokens_per_s=sum(speeds) / len(speeds) if speeds else 0.0,
+        train_tokens_per_s=tokens / seconds if seconds else 0.0,
     )
