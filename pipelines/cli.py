@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipelines.stages import STAGES, Context, StageError, run_stage  # noqa: E402
 from translator.config import ConfigError, load_config  # noqa: E402
-from translator.corpus import CorpusError  # noqa: E402
+from translator.data.corpus import CorpusError  # noqa: E402
 
 USER_ERRORS = (ConfigError, CorpusError, StageError, FileNotFoundError, ValueError)
 
@@ -75,10 +75,10 @@ def cmd_plot(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from pipelines.translate_file import translate_stream
-    from translator.rundir import require_trained
+    from translator.rundir import RunDir
+    from translator.translate_file import translate_stream
 
-    require_trained(args.run_dir)  # fails fast, before TensorFlow is imported
+    RunDir(args.run_dir).require_trained()  # fails fast, before TensorFlow is imported
     if args.input and not Path(args.input).is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
     if args.plot_attention and (len(args.sentences) != 1 or args.input):
@@ -112,7 +112,7 @@ def _plot_attention(translator, args, options: dict) -> int:
     from translator.plots import plot_attention
 
     options = {k: v for k, v in options.items() if k != "n_best"}
-    alignment = translator.translate(args.sentences[0], return_attention=True, **options)
+    alignment = translator.align(args.sentences[0], **options)
     path = plot_attention(alignment, args.plot_attention)
     print(alignment.translation)
     print(f"wrote {path}", file=sys.stderr)
@@ -123,7 +123,10 @@ def cmd_bench(args) -> int:
     from translator.benchmark import run_benchmarks
 
     results = run_benchmarks(
-        args.run_dir, train_steps=args.train_steps, naive_sentences=args.naive_sentences
+        args.run_dir,
+        train_steps=args.train_steps,
+        naive_sentences=args.naive_sentences,
+        verbose=args.json != "-",  # `--json` alone: only JSON on stdout, for `| jq`
     )
     if args.json is not None:
         text = json.dumps(results, indent=2)

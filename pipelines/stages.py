@@ -12,24 +12,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from translator.config import Config, save_config
-from translator.corpus import (
+from translator.config import Config
+from translator.data.corpus import (
     CleanReport,
     CorpusError,
     Pair,
     ReadReport,
-    bundled_path,
     clean,
     normalize,
-    read_text_pair,
-    read_tfds,
+    read_split,
     read_tsv,
     split_pairs,
     write_tsv,
 )
 from translator.io import atomic_write_json, atomic_write_text, file_digest, fingerprint, read_json
+from translator.rundir import SPLITS, RunDir
 
-SPLITS = ("train", "valid", "test")
 STAGES = ("prepare", "tokenize", "train", "evaluate")
 # Train settings that only decide when to stop: changing them continues a run instead of restarting it.
 STOP_KEYS = ("epochs", "max_minutes", "patience")
@@ -48,11 +46,12 @@ class Context:
     force: bool = False
     verbose: int = 1
 
-    def path(self, *parts: str) -> Path:
-        return self.run_dir.joinpath(*parts)
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
 
-    def marker(self, stage: str) -> Path:
-        return self.path("stages", f"{stage}.json")
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
 
     def log(self, message: str) -> None:
         if self.verbose:
@@ -99,12 +98,12 @@ def training_fingerprint(ctx: Context) -> str:
 
 
 def _fingerprint_of(ctx: Context, stage: str) -> str | None:
-    marker = ctx.marker(stage)
+    marker = ctx.run.stage_marker(stage)
     return read_json(marker)["fingerprint"] if marker.is_file() else None
 
 
 def _model_digest(ctx: Context) -> str | None:
-    path = ctx.path("model.keras")
+    path = ctx.run.model_file
     return file_digest(path) if path.is_file() else None
 
 
@@ -123,13 +122,12 @@ def _input_digests(cfg: Config) -> dict:
 
 
 def _outputs_exist(ctx: Context, stage: str) -> bool:
-    kind = ctx.config.tokenizer.type
-    suffix = "model" if kind == "sentencepiece" else "json"
+    run, kind = ctx.run, ctx.config.tokenizer.type
     required = {
-        "prepare": [ctx.path("data", f"{s}.tsv") for s in SPLITS],
-        "tokenize": [ctx.path("tokenizers", f"{side}.{suffix}") for side in ("src", "tgt")],
-        "train": [ctx.path("model.keras")],
-        "evaluate": [ctx.path("eval", "scores.json")],
+        "prepare": [run.split(s) for s in SPLITS],
+        "tokenize": [run.tokenizer_file(kind, side) for side in ("src", "tgt")],
+        "train": [run.model_file],
+        "evaluate": [run.eval_dir / "scores.json"],
     }[stage]
     return all(p.is_file() for p in required)
 
@@ -143,9 +141,9 @@ def run_stage(ctx: Context, stage: str) -> dict:
         "evaluate": evaluate,
     }[stage]
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(ctx.config, ctx.path("config.yaml"))
+    ctx.run.save_config(ctx.config)
     fp = _stage_fingerprint(ctx, stage)
-    marker = ctx.marker(stage)
+    marker = ctx.run.stage_marker(stage)
     if not ctx.force and marker.is_file() and _outputs_exist(ctx, stage):
         saved = read_json(marker)
         if saved.get("fingerprint") == fp:
@@ -161,46 +159,12 @@ def run_stage(ctx: Context, stage: str) -> dict:
 
 
 # -- prepare ---------------------------------------------------------------------------------------
-def _read_split(cfg: Config, split: str, report: ReadReport) -> list[Pair] | None:
-    d = cfg.data
-    if d.corpus == "ding-de-en":
-        return read_tsv(bundled_path(split))
-    if d.corpus.startswith("tfds:"):
-        name = d.corpus[len("tfds:") :]
-        tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
-        try:
-            return read_tfds(name, tfds_split, d.src_lang, d.tgt_lang, d.tfds_data_dir)
-        except CorpusError:
-            if split == "train":
-                raise
-            return None
-    spec = getattr(d, split)
-    if not spec:
-        if split == "train":
-            raise CorpusError(f"data.train is required for data.corpus: {d.corpus}")
-        return None
-    if d.corpus == "tsv":
-        return read_tsv(spec, skip_malformed=d.skip_malformed, report=report)
-    if d.corpus == "text":
-        files = [p.strip() for p in spec.split(",")]
-        if len(files) != 2:
-            raise CorpusError(
-                f"data.{split}: expected SRC_FILE,TGT_FILE for data.corpus: text, got {spec!r}"
-            )
-        return read_text_pair(*files)
-    raise CorpusError(
-        f"data.corpus: invalid value {d.corpus!r}; valid choices: ding-de-en, tsv, text, tfds:NAME"
-    )
-
-
 def prepare(ctx: Context) -> dict:
     """Read, normalise, filter and split the corpus into data/{train,valid,test}.tsv."""
     cfg = ctx.config
     d = cfg.data
     report = ReadReport()
-    raw = {split: _read_split(cfg, split, report) for split in SPLITS}
-    if d.corpus == "ding-de-en" and d.use_phrases:
-        raw["train"] = raw["train"] + read_tsv(bundled_path("phrases"))
+    raw = {split: read_split(d, split, report) for split in SPLITS}
     train, train_report = clean(raw["train"], d.max_words)
     summary: dict = {
         "malformed_skipped": report.malformed,
@@ -228,7 +192,7 @@ def prepare(ctx: Context) -> dict:
             splits[split] = splits[split][: limits[split]]
         if not splits[split]:
             raise CorpusError(f"the {split} split is empty after cleaning; check data.* settings")
-        write_tsv(splits[split], ctx.path("data", f"{split}.tsv"))
+        write_tsv(splits[split], ctx.run.split(split))
         summary[f"{split}_pairs"] = len(splits[split])
     d_train = summary["train_dropped"]
     ctx.log(
@@ -236,12 +200,12 @@ def prepare(ctx: Context) -> dict:
         f"{d_train['too_long']} longer than {d.max_words} words, {report.malformed} malformed lines skipped), "
         f"valid {summary['valid_pairs']}, test {summary['test_pairs']}"
     )
-    atomic_write_json(ctx.path("data", "stats.json"), summary)
+    atomic_write_json(ctx.run.data_stats, summary)
     return summary
 
 
 def load_split(run_dir: Path, split: str) -> list[Pair]:
-    path = Path(run_dir) / "data" / f"{split}.tsv"
+    path = RunDir(run_dir).split(split)
     if not path.is_file():
         raise StageError(f"{path} is missing; run the `prepare` stage first")
     return read_tsv(path)
@@ -250,7 +214,7 @@ def load_split(run_dir: Path, split: str) -> list[Pair]:
 # -- tokenize --------------------------------------------------------------------------------------
 def tokenize(ctx: Context) -> dict:
     """Train source and target tokenizers on the training split; save them in tokenizers/."""
-    from translator.tokenizers import save_tokenizer, train_tokenizer
+    from translator.data.tokenizers import save_tokenizer, train_tokenizer
 
     t = ctx.config.tokenizer
     train = load_split(ctx.run_dir, "train")
@@ -269,7 +233,7 @@ def tokenize(ctx: Context) -> dict:
             min_frequency=t.min_frequency,
             seed=ctx.config.train.seed,
         )
-        save_tokenizer(tok, ctx.path("tokenizers"), side)
+        save_tokenizer(tok, ctx.run.tokenizers, side)
         lengths = [len(ids) for ids in tok.encode_batch(texts)]
         summary[f"{side}_vocab_size"] = tok.vocab_size
         summary[f"{side}_mean_tokens"] = round(sum(lengths) / len(lengths), 2)
@@ -282,13 +246,13 @@ def tokenize(ctx: Context) -> dict:
 
 
 def load_tokenizers(ctx: Context):
-    from translator.tokenizers import load_tokenizer
+    from translator.data.tokenizers import load_tokenizer
 
     kind = ctx.config.tokenizer.type
     try:
         return (
-            load_tokenizer(ctx.path("tokenizers"), kind, "src"),
-            load_tokenizer(ctx.path("tokenizers"), kind, "tgt"),
+            load_tokenizer(ctx.run.tokenizers, kind, "src"),
+            load_tokenizer(ctx.run.tokenizers, kind, "tgt"),
         )
     except FileNotFoundError as e:
         raise StageError(str(e)) from None
@@ -297,13 +261,12 @@ def load_tokenizers(ctx: Context):
 # -- train -----------------------------------------------------------------------------------------
 def train(ctx: Context) -> dict:
     """Train with checkpoints every epoch; resumes from the last checkpoint when interrupted."""
-    from translator.training import TrainPaths
     from translator.training import train as train_model
 
     src_tok, tgt_tok = load_tokenizers(ctx)
     result = train_model(
         ctx.config,
-        TrainPaths.in_run_dir(ctx.run_dir),
+        ctx.run,
         src_tok,
         tgt_tok,
         load_split(ctx.run_dir, "train"),
@@ -324,7 +287,7 @@ def evaluate_pairs(
     translator, pairs: list[Pair], metrics: list[str], **decode
 ) -> tuple[list[str], dict, float]:
     """Translate the sources of `pairs` and score against their targets; returns hyps, scores, seconds."""
-    from translator.evaluation import corpus_scores
+    from translator.evaluation.metrics import corpus_scores
 
     t0 = time.time()
     hyps = translator.translate([p.src for p in pairs], **decode)
@@ -367,7 +330,7 @@ def evaluate(ctx: Context) -> dict:
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(pairs) / seconds, 2),
     }
-    report = write_evaluation(ctx.path("eval"), "test", pairs, hyps, scores, info)
-    atomic_write_json(ctx.path("eval", "scores.json"), report)
+    report = write_evaluation(ctx.run.eval_dir, "test", pairs, hyps, scores, info)
+    atomic_write_json(ctx.run.eval_dir / "scores.json", report)
     print_scores(report)
     return {k: v["score"] for k, v in scores.items()}

@@ -47,7 +47,7 @@ def test_config_trains_and_decodes(cfg_path, tiny_run, tmp_path):
     t = Translator.load(run)
     sentences = ["Das Auto steht in der Garage.", "Er ist Engländer.", ""]
     greedy = t.translate(sentences, beam_size=1)
-    beam = t.translate(sentences, beam_size=3, n_best=2)
+    beam = t.translate_nbest(sentences, beam_size=3, n_best=2)
     assert len(greedy) == 3 and greedy[2] == ""
     assert len(beam) == 3 and all(len(b) == 2 for b in beam[:2])
     assert t.translate(sentences[:2], beam_size=1, batch_size=1) == greedy[:2]

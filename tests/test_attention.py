@@ -19,7 +19,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from translator.attention import BahdanauAttention, LuongAttention  # noqa: E402
 from translator.config import (  # noqa: E402
     ConfigError,
     DecoderConfig,
@@ -27,11 +26,12 @@ from translator.config import (  # noqa: E402
     ModelConfig,
     config_from_dict,
 )
-from translator.data import pad_batch  # noqa: E402
-from translator.model import MaskedCrossEntropy, Seq2Seq, build_model  # noqa: E402
+from translator.data.batching import pad_batch  # noqa: E402
+from translator.data.tokenizers import BOS_ID, EOS_ID, WordTokenizer  # noqa: E402
+from translator.decoding.search import Searcher  # noqa: E402
+from translator.layers.attention import BahdanauAttention, LuongAttention  # noqa: E402
+from translator.models import MaskedCrossEntropy, Seq2Seq, build_model  # noqa: E402
 from translator.plots import plot_attention  # noqa: E402
-from translator.search import Searcher  # noqa: E402
-from translator.tokenizers import BOS_ID, EOS_ID, WordTokenizer  # noqa: E402
 from translator.translate import Translator  # noqa: E402
 
 VOCAB = 20
@@ -203,7 +203,9 @@ def test_parallel_luong_teacher_forcing_equals_the_step_loop(options):
     assert model.parallel_attention
     encoder = model.encode(SRC)
     looped = model.output_projection(
-        model._attention_loop(TGT_IN, encoder, training=False, weights=False)
+        model.decoder.step_loop(
+            model.tgt_embedding(TGT_IN), TGT_IN != 0, encoder, training=False, weights=False
+        )
     ).numpy()
     real = TGT_IN != 0
     np.testing.assert_allclose(model((SRC, TGT_IN)).numpy()[real], looped[real], atol=ATOL)
@@ -273,7 +275,7 @@ def test_attention_none_is_the_model_without_attention():
 @pytest.mark.parametrize("kind", ["bahdanau", "luong"])
 def test_search_greedy_equals_beam_one_and_beam_scores_match_teacher_forcing(kind):
     model = make_model(attention=kind, dec_layers=2)
-    searcher = Searcher(model)
+    searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
     max_len = np.array([6, 4, 3], np.int32)
     greedy = searcher.search(SRC, max_len, beam_size=1)
     beam1 = searcher.beam(SRC, max_len, beam_size=1)
@@ -343,16 +345,14 @@ def _translator(**options) -> Translator:
 
 def test_translate_returns_alignments_and_plots_them(tmp_path):
     translator = _translator(attention="luong")
-    alignment = translator.translate("das auto ist rot", return_attention=True)
+    alignment = translator.align("das auto ist rot")
     assert alignment.source_tokens == ["das", "auto", "ist", "rot"]
     assert alignment.target_tokens[-1] == "</s>"
     assert alignment.attention.shape == (len(alignment.target_tokens), 4)
     np.testing.assert_allclose(alignment.attention.sum(1), 1.0, rtol=1e-5)
     assert alignment.translation == translator.translate("das auto ist rot")
 
-    several = translator.translate(
-        ["der hund schläft", "", "ich sehe das haus"], beam_size=3, return_attention=True
-    )
+    several = translator.align(["der hund schläft", "", "ich sehe das haus"], beam_size=3)
     assert [a.translation for a in several] == translator.translate(
         ["der hund schläft", "", "ich sehe das haus"], beam_size=3
     )
@@ -366,10 +366,25 @@ def test_translate_returns_alignments_and_plots_them(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["attention.png"]  # no temporary left
 
 
-def test_return_attention_without_attention_is_a_clear_error():
+def test_align_without_attention_is_a_clear_error():
     translator = _translator(attention="none")
     with pytest.raises(ValueError, match="attention is none"):
-        translator.translate("das auto ist rot", return_attention=True)
+        translator.align("das auto ist rot")
+
+
+def test_old_translate_keywords_still_work_with_a_deprecation_warning():
+    translator = _translator(attention="luong")
+    with pytest.warns(DeprecationWarning, match="align"):
+        old = translator.translate("das auto ist rot", return_attention=True)
+    np.testing.assert_array_equal(old.attention, translator.align("das auto ist rot").attention)
+    with pytest.warns(DeprecationWarning, match="translate_nbest"):
+        old = translator.translate(SENTENCES_DE, beam_size=3, n_best=2)
+    assert old == translator.translate_nbest(SENTENCES_DE, beam_size=3, n_best=2)
+    with pytest.warns(DeprecationWarning):
+        old = translator.translate("das auto ist rot", return_scores=True)
+    assert old == translator.translate_nbest("das auto ist rot", n_best=1)
+    with pytest.raises(ValueError, match="attention is none"), pytest.warns(DeprecationWarning):
+        _translator(attention="none").translate("das auto ist rot", return_attention=True)
 
 
 # --------------------------------------------------------------------------- config

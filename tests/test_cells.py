@@ -16,13 +16,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from translator.cells import (  # noqa: E402
-    STATES_PER_CELL,
-    BidirectionalRNN,
-    ElmanCell,
-    ElmanRNN,
-    make_rnn_layer,
-)
+from translator.layers import STATES_PER_CELL  # noqa: E402
+from translator.layers.bidirectional import BidirectionalRNN  # noqa: E402
+from translator.layers.elman import ElmanCell, ElmanRNN  # noqa: E402
+from translator.layers.rnn import make_rnn_layer  # noqa: E402
 
 B, T, D, U = 3, 6, 4, 5
 LENGTHS = np.array([6, 3, 1])  # right-padded rows of different lengths, one full

@@ -1,6 +1,6 @@
 import pytest
 
-from translator.corpus import (
+from translator.data.corpus import (
     CorpusError,
     Pair,
     ReadReport,

@@ -32,7 +32,7 @@ def runs(tiny_run, tmp_path_factory):
     import keras
     import numpy as np
 
-    import translator.model  # noqa: F401  (registers the custom layers)
+    import translator.models  # noqa: F401  (registers the custom layers for loading)
 
     root = tmp_path_factory.mktemp("eval-runs")
     ignore = shutil.ignore_patterns("checkpoints", "tensorboard", "cache")
@@ -78,7 +78,7 @@ def evaluated(runs, tmp_path_factory):
 
 
 def _refs(row):
-    from translator.corpus import read_text_pair, read_tsv
+    from translator.data.corpus import read_text_pair, read_tsv
 
     spec = row["test_data"]
     pairs = read_text_pair(*spec.split(",")) if "," in spec else read_tsv(spec)

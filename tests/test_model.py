@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from translator.config import DecoderConfig, EncoderConfig, ModelConfig
-from translator.data import BucketedDataset, length_sorted_batches, pad_batch
-from translator.model import MaskedCrossEntropy, build_model
-from translator.tokenizers import BOS_ID, EOS_ID
+from translator.data.batching import BucketedDataset, length_sorted_batches, pad_batch
+from translator.data.tokenizers import BOS_ID, EOS_ID
+from translator.models import MaskedCrossEntropy, build_model
 
 
 def _model(enc="lstm", dec="lstm", bidirectional=False, init="dense", layers=(1, 1), seed=3):
@@ -62,16 +62,17 @@ def test_training_order_is_shuffled_over_the_whole_data():
 
 
 def test_training_speed_is_tokens_over_seconds_of_all_epochs():
-    from translator.training import _result
+    from translator.training import TrainResult, TrainState
 
     rows = [
         {"epoch": 1, "epoch_seconds": 80.0, "train_tokens_per_s": 3000.0},
         {"epoch": 2, "epoch_seconds": 2.0, "train_tokens_per_s": 400.0},  # cut by the budget
     ]
     state = {"epoch": 2, "best_epoch": 1, "best_bleu": 1.0, "elapsed_seconds": 90.0}
-    result = _result({**state, "stop_reason": "time", "history": rows})
+    result = TrainResult.from_state(TrainState("fp", **state, stop_reason="time", history=rows))
     assert result.train_tokens_per_s == pytest.approx((3000 * 80 + 400 * 2) / 82)
-    assert _result({**state, "stop_reason": None, "history": []}).train_tokens_per_s == 0.0
+    empty = TrainState("fp", **state, stop_reason=None, history=[])
+    assert TrainResult.from_state(empty).train_tokens_per_s == 0.0
 
 
 def test_padding_helpers():

@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.stages import STAGES, Context, run_stage
 from translator.config import load_config
-from translator.translate import ModelNotFoundError, Translator
+from translator.rundir import ModelNotFoundError
+from translator.translate import Translator
 
 from .conftest import TINY
 
@@ -60,7 +61,7 @@ def test_all_stages_write_the_run_directory(tiny_run):
 def test_scores_match_sacrebleu_on_the_written_hypotheses(tiny_run):
     import sacrebleu
 
-    from translator.corpus import read_tsv
+    from translator.data.corpus import read_tsv
 
     refs = [p.tgt for p in read_tsv(tiny_run / "data" / "test.tsv")]
     hyps = (tiny_run / "eval" / "test.hyp.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -186,14 +187,14 @@ def test_cli_errors_are_clear(tiny_run, tmp_path):
 
 
 def test_tsv_corpus_with_malformed_lines(tmp_path):
-    from translator.corpus import bundled_path, read_tsv
+    from translator.data.corpus import bundled_path, read_tsv
 
     pairs = read_tsv(bundled_path("train"))[:300]
     f = tmp_path / "pairs.tsv"
     f.write_text("".join(f"{p.src}\t{p.tgt}\n" for p in pairs) + "broken line\n", encoding="utf-8")
     cfg = load_config(TINY, overrides=["data.corpus=tsv", f"data.train={f}"])
     ctx = Context(cfg, tmp_path / "run", verbose=0)
-    from translator.corpus import CorpusError
+    from translator.data.corpus import CorpusError
 
     with pytest.raises(CorpusError, match=r"pairs.tsv:301"):
         run_stage(ctx, "prepare")
@@ -223,7 +224,7 @@ def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path):
 
 
 def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
-    from translator.corpus import CorpusError
+    from translator.data.corpus import CorpusError
 
     cfg = load_config(
         TINY,

@@ -19,12 +19,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from translator import search as search_module  # noqa: E402
 from translator.config import DecoderConfig, EncoderConfig, ModelConfig  # noqa: E402
-from translator.data import pad_batch  # noqa: E402
-from translator.model import EncoderOutput, build_model, compile_model  # noqa: E402
-from translator.search import Hypothesis, Searcher, top_k_lowest_first  # noqa: E402
-from translator.tokenizers import BOS_ID, EOS_ID  # noqa: E402
+from translator.data.batching import pad_batch  # noqa: E402
+from translator.data.tokenizers import BOS_ID, EOS_ID  # noqa: E402
+from translator.decoding import search as search_module  # noqa: E402
+from translator.decoding.search import Hypothesis, Searcher, top_k_lowest_first  # noqa: E402
+from translator.models import EncoderOutput, build_model, compile_model  # noqa: E402
 
 VOCAB = 16
 BEAM = 4
@@ -88,7 +88,7 @@ def models() -> dict:
         model = build_model(dataclasses.asdict(cfg), VOCAB, VOCAB, seed=i)
         compile_model(model, 1e-2, 1.0, 0.0)
         model.fit((src, tgt_in), tgt_out, epochs=3, batch_size=32, verbose=0)
-        out[cell] = (model, Searcher(model))
+        out[cell] = (model, Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID))
     return out
 
 
@@ -284,7 +284,7 @@ def test_batch_composition_does_not_matter(models, batch, beam_size, alpha):
 
 def test_generic_encoder_and_states():
     toy = ToyAttention()
-    searcher = Searcher(toy)
+    searcher = Searcher(toy, bos_id=BOS_ID, eos_id=EOS_ID)
     rng = np.random.default_rng(3)
     src = pad_batch([list(rng.integers(4, 12, size=k)) for k in (5, 2, 7, 3, 4)])
     max_len = np.array([6, 3, 8, 0, 5], np.int32)
@@ -310,10 +310,10 @@ def test_two_stage_top_k_inside_beam_search(monkeypatch):
     src = pad_batch([list(rng.integers(4, 600, size=k)) for k in (5, 2, 7)])
     max_len = np.array([6, 3, 8], np.int32)
     options = dict(beam_size=3, n_best=3, length_penalty=0.5)
-    plain = Searcher(toy).beam(src, max_len, **options)
+    plain = Searcher(toy, bos_id=BOS_ID, eos_id=EOS_ID).beam(src, max_len, **options)
     monkeypatch.setattr(search_module, "TOPK_BLOCKED_MIN_VOCAB", 0)
     monkeypatch.setattr(search_module, "TOPK_BLOCK", 8)
-    blocked = Searcher(toy).beam(src, max_len, **options)
+    blocked = Searcher(toy, bos_id=BOS_ID, eos_id=EOS_ID).beam(src, max_len, **options)
     assert_same(plain, blocked, exact=True)
 
 
@@ -321,7 +321,7 @@ def test_two_stage_top_k_inside_beam_search(monkeypatch):
 
 
 def test_traced_once_per_beam_size():
-    searcher = Searcher(ToyAttention())
+    searcher = Searcher(ToyAttention(), bos_id=BOS_ID, eos_id=EOS_ID)
     rng = np.random.default_rng(5)
     for b, s in ((1, 3), (4, 6), (2, 9)):
         src = rng.integers(4, 12, size=(b, s)).astype(np.int32)
@@ -339,7 +339,7 @@ def test_traced_once_per_beam_size():
 
 
 def test_options_are_validated():
-    searcher = Searcher(ToyAttention())
+    searcher = Searcher(ToyAttention(), bos_id=BOS_ID, eos_id=EOS_ID)
     src, max_len = np.array([[4, 5]], np.int32), np.array([3], np.int32)
     with pytest.raises(ValueError, match="n_best"):
         searcher.search(src, max_len, beam_size=2, n_best=3)

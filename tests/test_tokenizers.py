@@ -1,6 +1,6 @@
 import pytest
 
-from translator.tokenizers import (
+from translator.data.tokenizers import (
     BOS_ID,
     EOS_ID,
     PAD_ID,

@@ -2,8 +2,8 @@
 
 import io
 
-from pipelines.translate_file import translate_stream
 from translator.translate import Translator
+from translator.translate_file import translate_stream
 
 from .test_pipeline import cli
 

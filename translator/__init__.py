@@ -11,10 +11,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Translator": "translator.translate",
-    "ElmanCell": "translator.cells",
-    "ElmanRNN": "translator.cells",
-    "BidirectionalRNN": "translator.cells",
-    "Seq2Seq": "translator.model",
+    "ElmanCell": "translator.layers.elman",
+    "ElmanRNN": "translator.layers.elman",
+    "BidirectionalRNN": "translator.layers.bidirectional",
+    "Seq2Seq": "translator.models.seq2seq",
     "load_config": "translator.config",
 }
 

@@ -5,26 +5,20 @@ All figures come from one process, measured side by side, so they can be compare
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from translator.config import Config, config_from_dict
-from translator.corpus import Pair, read_tsv
-from translator.data import BucketedDataset, pad_batch
-from translator.model import EncoderOutput, build_model, compile_model
-from translator.search import max_output_lengths
-from translator.tokenizers import BOS_ID, EOS_ID
+from translator.config import Config
+from translator.data.batching import BucketedDataset, pad_batch
+from translator.data.corpus import Pair, read_tsv
+from translator.data.tokenizers import BOS_ID, EOS_ID
+from translator.decoding.search import max_output_lengths
+from translator.models import EncoderOutput, build_model, compile_model
+from translator.rundir import RunDir
 from translator.translate import Translator
-
-
-def _load_config(run_dir: Path) -> Config:
-    import yaml
-
-    return config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
 
 
 def training_batches(cfg: Config, train: list[Pair], translator: Translator, steps: int) -> list:
@@ -73,7 +67,8 @@ def training_throughput(cfg: Config, models: dict, batches: list, rounds: int = 
 
 def _keras_simple_rnn_factory(kind: str, units: int, **kwargs):
     """`make_rnn_layer`, but `rnn` layers are `keras.layers.SimpleRNN` (for the comparison)."""
-    from translator.cells import BidirectionalRNN, make_rnn_layer
+    from translator.layers.bidirectional import BidirectionalRNN
+    from translator.layers.rnn import make_rnn_layer
 
     if kind != "rnn":
         return make_rnn_layer(kind, units, **kwargs)
@@ -93,11 +88,11 @@ def _keras_simple_rnn_factory(kind: str, units: int, **kwargs):
     )
 
 
-def build_with_keras_simple_rnn(model_config: dict, src_vocab: int, tgt_vocab: int, seed: int):
+def build_with_keras_simple_rnn(model_config, src_vocab: int, tgt_vocab: int, seed: int):
     """The same model with `keras.layers.SimpleRNN` in place of our `ElmanRNN` encoder layers."""
     from unittest import mock
 
-    with mock.patch("translator.model.make_rnn_layer", _keras_simple_rnn_factory):
+    with mock.patch("translator.models.encoder.make_rnn_layer", _keras_simple_rnn_factory):
         return build_model(model_config, src_vocab, tgt_vocab, seed)
 
 
@@ -179,13 +174,13 @@ def run_benchmarks(
     `greedy_b1`, `greedy_b64`, `beam5_b1`, `beam5_b64` and `naive` (each with `sentences_per_s`
     and `tokens_per_s`).
     """
-    run_dir = Path(run_dir)
-    translator = Translator.load(run_dir)
-    cfg = _load_config(run_dir)
-    train = read_tsv(run_dir / "data" / "train.tsv")
-    test = [p.src for p in read_tsv(run_dir / "data" / "test.tsv")]
+    run = RunDir(run_dir)
+    translator = Translator.load(run)
+    cfg = run.load_config()
+    train = read_tsv(run.split("train"))
+    test = [p.src for p in read_tsv(run.split("test"))]
     results: dict = {
-        "run_dir": str(run_dir),
+        "run_dir": str(run.path),
         "config": cfg.name,
         "parameters": int(translator.model.count_params()),
     }
@@ -197,7 +192,7 @@ def run_benchmarks(
             print(f"{key:>10}: {figures}", flush=True)
 
     sizes = (
-        dataclasses.asdict(cfg.model),
+        cfg.model,
         translator.src_tokenizer.vocab_size,
         translator.tgt_tokenizer.vocab_size,
     )

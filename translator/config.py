@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,47 @@ from typing import Any, Literal
 
 import yaml
 
+from translator.evaluation.metrics import METRICS
+from translator.layers import (
+    ATTENTIONS,
+    BRIDGES,
+    CELLS,
+    DECODER_CELLS,
+    ELMAN_ACTIVATIONS,
+    LUONG_SCORES,
+    MERGE_MODES,
+    output_size,
+)
+
+# The choices a config may make are the layers' own (`Literal[tuple]` is `Literal[*tuple]`).
+CellKind = Literal[CELLS]  # type: ignore[valid-type]
+DecoderCellKind = Literal[DECODER_CELLS]  # type: ignore[valid-type]
+MergeMode = Literal[MERGE_MODES]  # type: ignore[valid-type]
+Activation = Literal[ELMAN_ACTIVATIONS]  # type: ignore[valid-type]
+AttentionKind = Literal[ATTENTIONS]  # type: ignore[valid-type]
+LuongScore = Literal[LUONG_SCORES]  # type: ignore[valid-type]
+BridgeKind = Literal[BRIDGES]  # type: ignore[valid-type]
+RECURRENT_INITIALIZERS = ("orthogonal", "identity", "glorot_uniform", "random_normal", "zeros")
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key path."""
+
+
+def _check(cond: bool, path: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {message}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_stack(section: Any, p: str) -> None:
+    """The checks an encoder and a decoder stack share."""
+    _check(section.num_layers >= 1, p + "num_layers", "must be at least 1")
+    _check(section.units >= 1, p + "units", "must be at least 1")
+    _check(0.0 <= section.dropout < 1.0, p + "dropout", "must be in [0, 1)")
 
 
 @dataclass
@@ -63,19 +103,49 @@ class TokenizerConfig:
     lowercase: bool = False
     min_frequency: int = 1
 
+    def __post_init__(self) -> None:
+        _check(self.src_vocab_size >= 8, "tokenizer.src_vocab_size", "must be at least 8")
+        _check(self.tgt_vocab_size >= 8, "tokenizer.tgt_vocab_size", "must be at least 8")
+
 
 @dataclass
 class EncoderConfig:
     """A stack of recurrent layers of one kind, optionally bidirectional."""
 
-    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    cell: CellKind = "lstm"
     num_layers: int = 1
     units: int = 256
     bidirectional: bool = False
-    merge: Literal["concat", "sum", "ave"] = "concat"
-    activation: Literal["tanh", "relu"] = "tanh"
+    merge: MergeMode = "concat"
+    activation: Activation = "tanh"
     recurrent_initializer: str = "orthogonal"
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        p = "model.encoder."
+        _check_stack(self, p)
+        _check(
+            self.recurrent_initializer in RECURRENT_INITIALIZERS,
+            p + "recurrent_initializer",
+            f"invalid value {self.recurrent_initializer!r}; valid choices: "
+            + ", ".join(RECURRENT_INITIALIZERS),
+        )
+        if self.cell != "rnn":
+            _check(
+                self.activation == "tanh",
+                p + "activation",
+                "only cell: rnn takes another activation than tanh",
+            )
+            _check(
+                self.recurrent_initializer != "identity",
+                p + "recurrent_initializer",
+                "'identity' (IRNN) is only for cell: rnn",
+            )
+
+    @property
+    def output_size(self) -> int:
+        """Size of the encoder outputs and of its (merged) final states."""
+        return output_size(self.units, self.bidirectional, self.merge)
 
 
 @dataclass
@@ -89,13 +159,16 @@ class DecoderConfig:
     next step's input (Luong et al., 2015). Both are ignored without attention.
     """
 
-    cell: Literal["gru", "lstm"] = "lstm"
+    cell: DecoderCellKind = "lstm"
     num_layers: int = 1
     units: int = 256
     dropout: float = 0.0
-    attention: Literal["none", "bahdanau", "luong"] = "none"
-    attention_score: Literal["general", "dot"] = "general"
+    attention: AttentionKind = "none"
+    attention_score: LuongScore = "general"
     input_feeding: bool = True
+
+    def __post_init__(self) -> None:
+        _check_stack(self, "model.decoder.")
 
 
 @dataclass
@@ -105,9 +178,32 @@ class ModelConfig:
     embedding_dim: int = 256
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    init_hidden: Literal["dense", "last", "zero"] = "dense"
+    init_hidden: BridgeKind = "dense"
     embedding_dropout: float = 0.0
     output_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        enc, dec = self.encoder, self.decoder
+        if dec.attention == "luong" and dec.attention_score == "dot":
+            _check(
+                enc.output_size == dec.units,
+                "model.decoder.attention_score",
+                f"'dot' scores h^T e, so the encoder output size ({enc.output_size}) must equal "
+                f"model.decoder.units ({dec.units}); use 'general'",
+            )
+        if self.init_hidden == "last":
+            _check(
+                enc.output_size == dec.units,
+                "model.init_hidden",
+                f"'last' passes the encoder state unchanged, so encoder output size "
+                f"({enc.output_size}) must equal model.decoder.units ({dec.units}); use 'dense' or 'zero'",
+            )
+            _check(
+                not (enc.cell in ("gru", "rnn") and dec.cell == "lstm"),
+                "model.init_hidden",
+                f"'last' cannot start an LSTM decoder (h, c) from a {enc.cell} encoder state (h); "
+                "use 'dense' or 'zero'",
+            )
 
 
 @dataclass
@@ -129,10 +225,28 @@ class TrainConfig:
     # the data may be ordered: the bundled dictionary phrases come sorted after the sentences).
     shuffle_buffer: int | None = None
 
+    def __post_init__(self) -> None:
+        p = "train."
+        _check(self.epochs >= 1, p + "epochs", "must be at least 1")
+        _check(self.batch_tokens >= 1, p + "batch_tokens", "must be positive")
+        _check(
+            _finite(self.learning_rate) and self.learning_rate > 0,
+            p + "learning_rate",
+            "must be positive",
+        )
+        _check(
+            self.shuffle_buffer is None or self.shuffle_buffer >= 1,
+            p + "shuffle_buffer",
+            "must be at least 1 (or null: the whole training set)",
+        )
+        _check(0.0 <= self.label_smoothing < 1.0, p + "label_smoothing", "must be in [0, 1)")
+
 
 @dataclass
 class DecodeConfig:
-    """Decoding settings for translation and evaluation."""
+    """Decoding settings for translation and evaluation; every decoding option is checked here,
+    whether it comes from a config file, the command line or the Python API (via
+    `dataclasses.replace`)."""
 
     beam_size: int = 1
     n_best: int = 1
@@ -142,12 +256,50 @@ class DecodeConfig:
     min_output_length: int = 0
     batch_size: int = 64
 
+    def __post_init__(self) -> None:
+        p = "decode."
+        for key in ("beam_size", "n_best", "batch_size", "max_output_extra", "min_output_length"):
+            value = getattr(self, key)
+            _check(
+                isinstance(value, numbers.Integral) and not isinstance(value, bool),
+                p + key,
+                f"expected an integer, got {value!r}",
+            )
+        _check(self.beam_size >= 1, p + "beam_size", "must be at least 1")
+        _check(self.n_best >= 1, p + "n_best", "must be at least 1")
+        _check(
+            self.n_best <= self.beam_size,
+            p + "n_best",
+            f"must not exceed decode.beam_size ({self.beam_size})",
+        )
+        _check(
+            _finite(self.length_penalty) and self.length_penalty >= 0,
+            p + "length_penalty",
+            f"must be a number >= 0, got {self.length_penalty!r}",
+        )
+        _check(
+            _finite(self.max_output_ratio) and self.max_output_ratio > 0,
+            p + "max_output_ratio",
+            "must be positive",
+        )
+        _check(self.max_output_extra >= 0, p + "max_output_extra", "must be 0 or more")
+        _check(self.min_output_length >= 0, p + "min_output_length", "must be 0 or more")
+        _check(self.batch_size >= 1, p + "batch_size", "must be at least 1")
+
 
 @dataclass
 class EvalConfig:
     """Evaluation of the test split."""
 
     metrics: list[str] = field(default_factory=lambda: ["bleu", "chrf"])
+
+    def __post_init__(self) -> None:
+        for m in self.metrics:
+            _check(
+                m in METRICS,
+                "eval.metrics",
+                f"invalid metric {m!r}; valid choices: {', '.join(METRICS)}",
+            )
 
 
 @dataclass
@@ -167,9 +319,6 @@ class Config:
 
     def section(self, name: str) -> dict[str, Any]:
         return dataclasses.asdict(getattr(self, name))
-
-
-METRICS = ("bleu", "chrf", "ter")
 
 
 def _type_name(tp: Any) -> str:
@@ -216,7 +365,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path}: expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if tp is float:
@@ -244,89 +393,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if key not in names:
             raise ConfigError(f"unknown config key '{path}'; valid keys here: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], path)
-    obj = cls(**kwargs)
-    _validate(obj, prefix)
-    return obj
-
-
-def _check(cond: bool, path: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{path}: {message}")
-
-
-def _validate(obj: Any, prefix: str) -> None:
-    p = (prefix + ".") if prefix else ""
-    if isinstance(obj, EncoderConfig | DecoderConfig):
-        _check(obj.num_layers >= 1, p + "num_layers", "must be at least 1")
-        _check(obj.units >= 1, p + "units", "must be at least 1")
-        _check(0.0 <= obj.dropout < 1.0, p + "dropout", "must be in [0, 1)")
-    if isinstance(obj, EncoderConfig):
-        valid_init = ("orthogonal", "identity", "glorot_uniform", "random_normal", "zeros")
-        _check(
-            obj.recurrent_initializer in valid_init,
-            p + "recurrent_initializer",
-            f"invalid value {obj.recurrent_initializer!r}; valid choices: {', '.join(valid_init)}",
-        )
-        if obj.cell != "rnn":
-            _check(
-                obj.activation == "tanh",
-                p + "activation",
-                "only cell: rnn takes another activation than tanh",
-            )
-            _check(
-                obj.recurrent_initializer != "identity",
-                p + "recurrent_initializer",
-                "'identity' (IRNN) is only for cell: rnn",
-            )
-    if isinstance(obj, TokenizerConfig):
-        _check(obj.src_vocab_size >= 8, p + "src_vocab_size", "must be at least 8")
-        _check(obj.tgt_vocab_size >= 8, p + "tgt_vocab_size", "must be at least 8")
-    if isinstance(obj, TrainConfig):
-        _check(obj.epochs >= 1, p + "epochs", "must be at least 1")
-        _check(obj.batch_tokens >= 1, p + "batch_tokens", "must be positive")
-        _check(obj.learning_rate > 0, p + "learning_rate", "must be positive")
-        _check(
-            obj.shuffle_buffer is None or obj.shuffle_buffer >= 1,
-            p + "shuffle_buffer",
-            "must be at least 1 (or null: the whole training set)",
-        )
-        _check(0.0 <= obj.label_smoothing < 1.0, p + "label_smoothing", "must be in [0, 1)")
-    if isinstance(obj, DecodeConfig):
-        _check(obj.beam_size >= 1, p + "beam_size", "must be at least 1")
-        _check(obj.n_best >= 1, p + "n_best", "must be at least 1")
-        _check(obj.n_best <= obj.beam_size, p + "n_best", "must not exceed decode.beam_size")
-        _check(obj.max_output_ratio > 0, p + "max_output_ratio", "must be positive")
-    if isinstance(obj, EvalConfig):
-        for m in obj.metrics:
-            _check(
-                m in METRICS,
-                p + "metrics",
-                f"invalid metric {m!r}; valid choices: {', '.join(METRICS)}",
-            )
-    if isinstance(obj, ModelConfig):
-        enc, dec = obj.encoder, obj.decoder
-        if dec.attention == "luong" and dec.attention_score == "dot":
-            enc_size = enc.units * (2 if enc.bidirectional and enc.merge == "concat" else 1)
-            _check(
-                enc_size == dec.units,
-                p + "decoder.attention_score",
-                f"'dot' scores h^T e, so the encoder output size ({enc_size}) must equal "
-                f"model.decoder.units ({dec.units}); use 'general'",
-            )
-        if obj.init_hidden == "last":
-            enc_units = enc.units * (2 if enc.bidirectional and enc.merge == "concat" else 1)
-            _check(
-                enc_units == dec.units,
-                p + "init_hidden",
-                f"'last' passes the encoder state unchanged, so encoder output size ({enc_units}) must "
-                f"equal model.decoder.units ({dec.units}); use 'dense' or 'zero'",
-            )
-            _check(
-                not (enc.cell == "gru" and dec.cell == "lstm")
-                and not (enc.cell == "rnn" and dec.cell == "lstm"),
-                p + "init_hidden",
-                f"'last' cannot start an LSTM decoder (h, c) from a {enc.cell} encoder state (h); use 'dense' or 'zero'",
-            )
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a section's __post_init__ compared a value of the wrong type
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
@@ -334,6 +404,12 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     if not isinstance(values, dict):
         raise ConfigError("a config must be a mapping of sections")
     return _build(Config, values)
+
+
+def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
+    """A validated :class:`ModelConfig` from the `model` section as a mapping (keys missing in
+    models saved by older versions take their defaults)."""
+    return _build(ModelConfig, dict(values), "model")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

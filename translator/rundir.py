@@ -1,29 +1,146 @@
-"""What a run directory must hold to translate; checked without importing TensorFlow."""
+"""The run directory: the one owner of its layout, its config and whether it holds a trained model.
+
+```
+RUN_DIR/
+  config.yaml              the resolved config the run used
+  stages/<stage>.json      fingerprint and summary of each finished stage
+  data/{train,valid,test}.tsv, data/stats.json
+  tokenizers/{src,tgt}.{model|json}
+  checkpoints/last.keras   weights + optimizer state after the last epoch; state.json beside it
+  model.keras              the best model
+  logs/metrics.csv, logs/learning_curve.png, logs/tensorboard/
+  eval/                    the evaluate stage's hypotheses and scores; eval/cache/ (hypothesis cache)
+```
+
+Nothing here imports TensorFlow, so the command line can check a run directory before loading it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.yaml"
+from translator.config import Config, ConfigError, config_from_dict, save_config
+
+SPLITS = ("train", "valid", "test")
 
 
 class ModelNotFoundError(FileNotFoundError):
     """A run directory has no trained model (yet)."""
 
 
-def require_trained(run_dir: str | Path, model_file: str = MODEL_FILE) -> tuple[Path, Path]:
-    """Return the config and model paths of `run_dir`, or raise :class:`ModelNotFoundError`
-    saying which stage to run."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    model_path = run_dir / model_file
-    if not run_dir.is_dir():
-        raise ModelNotFoundError(f"run directory not found: {run_dir}")
-    if not config_path.is_file() or not model_path.is_file():
-        missing = config_path if not config_path.is_file() else model_path
-        raise ModelNotFoundError(
-            f"{run_dir} has no trained model ({missing.name} is missing); run the `train` stage "
-            f"first: translator run CONFIG --run-dir {run_dir} --stages prepare,tokenize,train"
-        )
-    return config_path, model_path
+class RunDir:
+    """Paths and config of one run directory.
+
+    Example:
+        >>> run = RunDir("runs/ding-de-en-lstm")
+        >>> run.require_trained()
+        >>> config = run.load_config()
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # -- layout -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The directory's name (resolved, so `.` gives a real name)."""
+        return self.path.resolve().name
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / "model.keras"
+
+    def split(self, name: str) -> Path:
+        """`data/<name>.tsv`, a prepared split."""
+        return self.path / "data" / f"{name}.tsv"
+
+    @property
+    def data_stats(self) -> Path:
+        return self.path / "data" / "stats.json"
+
+    @property
+    def tokenizers(self) -> Path:
+        return self.path / "tokenizers"
+
+    def tokenizer_file(self, kind: str, side: str) -> Path:
+        """Where the `side` (`src` or `tgt`) tokenizer of `kind` lives."""
+        from translator.data.tokenizers import tokenizer_path
+
+        return tokenizer_path(self.tokenizers, kind, side)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.keras"
+
+    @property
+    def train_state(self) -> Path:
+        return self.checkpoints / "state.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def metrics_log(self) -> Path:
+        return self.logs / "metrics.csv"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def eval_cache(self) -> Path:
+        return self.eval_dir / "cache"
+
+    def stage_marker(self, stage: str) -> Path:
+        return self.path / "stages" / f"{stage}.json"
+
+    # -- config and state ---------------------------------------------------------------------
+    def load_config(self) -> Config:
+        """The run's resolved config; `ConfigError` naming the file if it is missing or invalid."""
+        import yaml
+
+        path = self.config_file
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: {self.path} is not a run directory")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable YAML config ({e})") from None
+        try:
+            return config_from_dict(values or {})
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def save_config(self, config: Config) -> None:
+        """Write the resolved config (atomically)."""
+        save_config(config, self.config_file)
+
+    def is_trained(self) -> bool:
+        return self.config_file.is_file() and self.model_file.is_file()
+
+    def require_trained(self) -> RunDir:
+        """`self`, or :class:`ModelNotFoundError` saying which stage to run."""
+        if not self.path.is_dir():
+            raise ModelNotFoundError(f"run directory not found: {self.path}")
+        if not self.is_trained():
+            missing = self.config_file if not self.config_file.is_file() else self.model_file
+            raise ModelNotFoundError(
+                f"{self.path} has no trained model ({missing.name} is missing); run the `train` "
+                f"stage first: translator run CONFIG --run-dir {self.path} --stages prepare,tokenize,train"
+            )
+        return self

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from translator.config import Config, DecodeConfig, config_from_dict
-from translator.corpus import normalize
-from translator.data import length_sorted_batches, pad_batch
-from translator.rundir import MODEL_FILE, ModelNotFoundError, require_trained  # noqa: F401
-from translator.search import Hypothesis, Searcher, max_output_lengths
-from translator.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
+from translator.config import DecodeConfig
+from translator.data.batching import length_sorted_batches, pad_batch
+from translator.data.corpus import normalize
+from translator.data.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
+from translator.decoding.search import Hypothesis, Searcher, max_output_lengths
+from translator.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -39,7 +40,7 @@ class Translator:
     """Translates sentences with a trained model.
 
     Args:
-        model: a built `translator.model.Seq2Seq`.
+        model: a built `translator.models.Seq2Seq` (or any model the search contract accepts).
         src_tokenizer: source tokenizer.
         tgt_tokenizer: target tokenizer.
         decode: default decoding settings.
@@ -48,6 +49,8 @@ class Translator:
         >>> t = Translator.load("runs/ding-de-en-lstm")
         >>> t.translate("Das Auto steht in der Garage.")
         'The car is in the garage.'
+        >>> t.translate_nbest("Das Auto steht in der Garage.", n_best=2, beam_size=5)
+        [('The car is in the garage.', -0.41), ('The car stands in the garage.', -0.73)]
     """
 
     def __init__(
@@ -61,46 +64,41 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.decode = decode or DecodeConfig()
-        self.searcher = Searcher(model)
+        self.searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
 
     @classmethod
-    def load(cls, run_dir: str | Path, model_file: str = MODEL_FILE) -> Translator:
-        """Load config, tokenizers and the best model from a run directory."""
+    def load(cls, run_dir: str | Path | RunDir, model_file: str | None = None) -> Translator:
+        """Load config, tokenizers and the best model (or `model_file`, a path inside the run
+        directory) from a run directory."""
         import keras
-        import yaml
 
-        import translator.model  # noqa: F401  (registers the custom layers for loading)
+        import translator.models  # noqa: F401  (registers the custom layers for loading)
 
-        run_dir = Path(run_dir)
-        config_path, model_path = require_trained(run_dir, model_file)
-        config: Config = config_from_dict(yaml.safe_load(config_path.read_text(encoding="utf-8")))
+        run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        run.require_trained()
+        config = run.load_config()
         kind = config.tokenizer.type
-        src_tok = load_tokenizer(run_dir / "tokenizers", kind, "src")
-        tgt_tok = load_tokenizer(run_dir / "tokenizers", kind, "tgt")
-        model = keras.saving.load_model(model_path, compile=False)
+        src_tok = load_tokenizer(run.tokenizers, kind, "src")
+        tgt_tok = load_tokenizer(run.tokenizers, kind, "tgt")
+        path = run.path / model_file if model_file else run.model_file
+        model = keras.saving.load_model(path, compile=False)
         return cls(model, src_tok, tgt_tok, config.decode)
 
-    def _settings(self, **overrides) -> DecodeConfig:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        settings = dataclasses.replace(self.decode, **given)
-        if settings.beam_size < 1:
-            raise ValueError(f"beam_size must be at least 1, got {settings.beam_size}")
-        if not 1 <= settings.n_best <= settings.beam_size:
-            raise ValueError(
-                f"n_best must be between 1 and beam_size ({settings.beam_size}), got {settings.n_best}"
-            )
-        if settings.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {settings.batch_size}")
-        return settings
+    def settings(self, **overrides) -> DecodeConfig:
+        """The default decoding settings with the given (non-None) overrides, validated."""
+        return dataclasses.replace(
+            self.decode, **{k: v for k, v in overrides.items() if v is not None}
+        )
 
     def translate_hypotheses(self, sentences: Iterable[str], **options) -> list[list[Hypothesis]]:
         """Decode sentences; per input, a list of `n_best` hypotheses (token ids), best first.
 
-        Inputs are sorted by length into batches; results come back in input order. An empty
-        sentence gets one empty hypothesis with score 0.
+        `options` are `DecodeConfig` fields (e.g. `beam_size`, `n_best`, `length_penalty`,
+        `batch_size`). Inputs are sorted by length into batches; results come back in input
+        order. An empty sentence gets one empty hypothesis with score 0.
         """
-        settings = self._settings(**options)
-        sentences = list(sentences)
+        settings = self.settings(**options)
+        sentences = _as_list(sentences)
         encoded = self.src_tokenizer.encode_batch([normalize(s) for s in sentences])
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
         real = [i for i, ids in enumerate(encoded) if ids]
@@ -129,42 +127,85 @@ class Translator:
         self,
         text: str | Iterable[str],
         beam_size: int | None = None,
-        n_best: int | None = None,
         length_penalty: float | None = None,
         batch_size: int | None = None,
-        return_scores: bool = False,
-        return_attention: bool = False,
-    ):
-        """Translate one sentence or a list of sentences.
+        **deprecated,
+    ) -> str | list[str]:
+        """Translate one sentence (-> its translation) or a list of sentences (-> a list).
 
-        Returns:
-            For a string, its translation; for a list, a list of translations. With `n_best > 1`
-            or `return_scores=True`, each translation is instead a list of `(text, score)` pairs,
-            best first, where score is the normalised score used for ranking. With
-            `return_attention=True` (models with attention only), each translation is instead an
-            :class:`Alignment` of the best hypothesis.
+        The best hypothesis of each input; `translate_nbest` gives n-best lists with scores and
+        `align` the attention. (The keywords `n_best`, `return_scores` and `return_attention`
+        still work here, with a `DeprecationWarning`, and return what those methods return.)
         """
+        options = dict(beam_size=beam_size, length_penalty=length_penalty, batch_size=batch_size)
+        if deprecated:
+            return self._deprecated_translate(text, options, **deprecated)
         single = isinstance(text, str)
-        sentences = [text] if single else list(text)
-        options = dict(
-            beam_size=beam_size, n_best=n_best, length_penalty=length_penalty, batch_size=batch_size
-        )
-        if return_attention:
-            _require_attention(self.model)
-        hyps = self.translate_hypotheses(sentences, **options)
-        if return_attention:
-            found = self._alignments(sentences, hyps, self._settings(**options).batch_size)
-            return found[0] if single else found
-        want_list = return_scores or (n_best or self.decode.n_best) > 1
-        out = []
-        for per_input in hyps:
-            if want_list:
-                out.append(
-                    [(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input]
-                )
-            else:
-                out.append(self.tgt_tokenizer.decode(per_input[0].tokens))
+        hyps = self.translate_hypotheses([text] if single else text, n_best=1, **options)
+        out = [self.tgt_tokenizer.decode(per_input[0].tokens) for per_input in hyps]
         return out[0] if single else out
+
+    def translate_nbest(
+        self,
+        text: str | Iterable[str],
+        n_best: int | None = None,
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """The `n_best` best translations of one sentence, or of each of a list of sentences, as
+        `(text, score)` pairs, best first; the score is the normalised score used for ranking.
+        `n_best` defaults to the config's, and is at most `beam_size`."""
+        single = isinstance(text, str)
+        hyps = self.translate_hypotheses(
+            [text] if single else text,
+            n_best=n_best,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            batch_size=batch_size,
+        )
+        out = [
+            [(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input]
+            for per_input in hyps
+        ]
+        return out[0] if single else out
+
+    def align(
+        self,
+        text: str | Iterable[str],
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        batch_size: int | None = None,
+    ) -> Alignment | list[Alignment]:
+        """Translate and return the :class:`Alignment` of the best hypothesis (attention models)."""
+        if getattr(self.model, "attention", None) is None:
+            raise ValueError(
+                "alignments need a model with attention, but this model's "
+                "model.decoder.attention is none; train one with attention: bahdanau or luong"
+            )
+        single = isinstance(text, str)
+        sentences = [text] if single else _as_list(text)
+        options = dict(beam_size=beam_size, length_penalty=length_penalty, batch_size=batch_size)
+        hyps = self.translate_hypotheses(sentences, n_best=1, **options)
+        found = self._alignments(sentences, hyps, self.settings(**options).batch_size)
+        return found[0] if single else found
+
+    def _deprecated_translate(self, text, options: dict, **keywords):
+        unknown = set(keywords) - {"n_best", "return_scores", "return_attention"}
+        if unknown:
+            raise TypeError(f"translate() got unexpected keyword arguments: {sorted(unknown)}")
+        warnings.warn(
+            "translate(n_best=..., return_scores=..., return_attention=...) is deprecated: use "
+            "translate_nbest() for n-best lists with scores and align() for attention",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if keywords.get("return_attention"):
+            return self.align(text, **options)
+        n_best = keywords.get("n_best")
+        if keywords.get("return_scores") or (n_best or self.decode.n_best) > 1:
+            return self.translate_nbest(text, n_best=n_best, **options)
+        return self.translate(text, **options)
 
     def _alignments(
         self, sentences: list[str], hyps: list[list[Hypothesis]], batch_size: int
@@ -198,9 +239,12 @@ class Translator:
         ]
 
 
-def _require_attention(model) -> None:
-    if getattr(model, "attention", None) is None:
-        raise ValueError(
-            "return_attention needs a model with attention, but this model's "
-            "model.decoder.attention is none; train one with attention: bahdanau or luong"
-        )
+def _as_list(sentences: Iterable[str]) -> list[str]:
+    """A list of sentences; a clear `TypeError` for anything that is not text."""
+    if isinstance(sentences, str | bytes) or not isinstance(sentences, Iterable):
+        raise TypeError(f"expected a string or a list of strings, got {type(sentences).__name__}")
+    out = list(sentences)
+    for i, s in enumerate(out):
+        if not isinstance(s, str):
+            raise TypeError(f"sentence {i}: expected a string, got {type(s).__name__}")
+    return out

@@ -69,7 +69,12 @@ def translate_stream(
             chunk = list(itertools.islice(lines, chunk_lines))
             if not chunk:
                 break
-            results = translator.translate(chunk, **options)
+            if n_best > 1:
+                results = translator.translate_nbest(chunk, **options)
+            else:
+                results = translator.translate(
+                    chunk, **{k: v for k, v in options.items() if k != "n_best"}
+                )
             out.write("".join(_format(r, done + i, n_best) for i, r in enumerate(results)))
             out.flush()
             done += len(chunk)

@@ -12,6 +12,10 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from translator.config import DataConfig
 
 
 class CorpusError(ValueError):
@@ -189,6 +193,48 @@ def split_pairs(
         raise CorpusError(f"only {len(pairs)} pairs: too few to split into train, valid and test")
     shuffled = [pairs[i] for i in order]
     return shuffled[n_valid + n_test :], shuffled[:n_valid], shuffled[n_valid : n_valid + n_test]
+
+
+def read_split(d: DataConfig, split: str, report: ReadReport | None = None) -> list[Pair] | None:
+    """The raw pairs of `split` (`train`, `valid`, `test`) of the corpus `d` describes.
+
+    `data.corpus` is `ding-de-en` (bundled), `tsv`, `text` (aligned files) or `tfds:NAME`. None
+    when the corpus has no such split (valid and test are then cut from train).
+
+    Raises:
+        CorpusError: naming the file (and line), or the config key and the valid choices.
+    """
+    if d.corpus == BUNDLED:
+        pairs = read_tsv(bundled_path(split))
+        if split == "train" and d.use_phrases:
+            pairs += read_tsv(bundled_path("phrases"))
+        return pairs
+    if d.corpus.startswith("tfds:"):
+        name = d.corpus[len("tfds:") :]
+        tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
+        try:
+            return read_tfds(name, tfds_split, d.src_lang, d.tgt_lang, d.tfds_data_dir)
+        except CorpusError:
+            if split == "train":
+                raise
+            return None
+    spec = getattr(d, split)
+    if not spec:
+        if split == "train":
+            raise CorpusError(f"data.train is required for data.corpus: {d.corpus}")
+        return None
+    if d.corpus == "tsv":
+        return read_tsv(spec, skip_malformed=d.skip_malformed, report=report)
+    if d.corpus == "text":
+        files = [p.strip() for p in spec.split(",")]
+        if len(files) != 2:
+            raise CorpusError(
+                f"data.{split}: expected SRC_FILE,TGT_FILE for data.corpus: text, got {spec!r}"
+            )
+        return read_text_pair(*files)
+    raise CorpusError(
+        f"data.corpus: invalid value {d.corpus!r}; valid choices: ding-de-en, tsv, text, tfds:NAME"
+    )
 
 
 def write_tsv(pairs: list[Pair], path: str | Path) -> None:

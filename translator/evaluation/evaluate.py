@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from translator.corpus import CorpusError, Pair, read_text_pair, read_tsv
+from translator.data.corpus import CorpusError, Pair, read_text_pair, read_tsv
 from translator.io import (
     atomic_path,
     atomic_write_json,

@@ -4,14 +4,14 @@
 Both layers split the work the same way, so that the decoder pays for the source side once:
 
 - `project_keys(values)` turns the encoder outputs `[B, S, E]` into keys `[B, S, A]` (done once per
-  batch, in `Seq2Seq.encode`);
+  batch, by the encoder);
 - `layer(query, values, keys, mask)` scores one decoder query `[B, Q]` against those keys, takes a
   softmax over the real source tokens and returns the context vector `[B, E]` and the weights
   `[B, S]`.
 
 Padding (`mask == False`) gets a weight of exactly 0; the weights of a row sum to 1 over its real
 tokens. The layers compute scores and contexts only; the decoder combines the context with its
-state into the attentional vector (see `translator.model.Seq2Seq`).
+state into the attentional vector (see `translator.models.decoder`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
-LUONG_SCORES = ("general", "dot")
+from translator.layers import ATTENTIONS, LUONG_SCORES
 
 
 def masked_softmax(scores: Any, mask: Any) -> Any:
@@ -192,9 +192,6 @@ class LuongAttention(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "score": self.score}
-
-
-ATTENTIONS = ("none", "bahdanau", "luong")
 
 
 def make_attention(

@@ -1,16 +1,7 @@
-"""Recurrent cells and layers: an Elman cell, a padding-aware bidirectional wrapper, the factory.
+"""The vanilla (Elman) recurrent cell and its sequence layer.
 
-The encoder and decoder build their recurrent layers through :func:`make_rnn_layer`, which
-returns one of
-
-- :class:`ElmanRNN` (`kind="rnn"`): `h_t = act(W_hx x_t + W_hh h_{t-1} + b)`,
-- `keras.layers.GRU` with `reset_after=False` (`kind="gru"`),
-- `keras.layers.LSTM` (`kind="lstm"`),
-
-optionally wrapped in :class:`BidirectionalRNN`. Every layer it returns is called as
-`layer(x, mask=mask)` on a right-padded batch `x` of shape `[batch, time, features]` and returns
-the list `[sequence, *states]` (`[sequence, *forward_states, *backward_states]` when
-bidirectional).
+`h_t = act(W_hx x_t + W_hh h_{t-1} + b)` with `act` in {tanh, relu}; :class:`ElmanRNN` moves the input
+projection out of the time loop.
 """
 
 from __future__ import annotations
@@ -20,13 +11,9 @@ from typing import Any
 
 import keras
 from keras import ops
-from keras.src import backend as keras_backend
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
-STATES_PER_CELL = {"rnn": 1, "gru": 1, "lstm": 2}
-
-ELMAN_ACTIVATIONS = ("tanh", "relu")
-MERGE_MODES = ("concat", "sum", "ave")
+from translator.compat import DropoutRNNCell, backend_rnn
+from translator.layers import ELMAN_ACTIVATIONS
 
 
 def _check_activation(activation: Any) -> str:
@@ -37,15 +24,7 @@ def _check_activation(activation: Any) -> str:
     return activation
 
 
-def _check_merge_mode(merge_mode: Any) -> str:
-    if merge_mode not in MERGE_MODES:
-        raise ValueError(
-            f"invalid merge_mode {merge_mode!r}; valid choices: {', '.join(MERGE_MODES)}"
-        )
-    return merge_mode
-
-
-def _is_identity(initializer: Any) -> bool:
+def is_identity(initializer: Any) -> bool:
     return initializer == "identity" or isinstance(initializer, keras.initializers.Identity)
 
 
@@ -113,7 +92,7 @@ class ElmanCell(keras.layers.Layer, DropoutRNNCell):
         self.activation_name = _check_activation(activation)
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
-        self.identity_recurrent = _is_identity(recurrent_initializer)
+        self.identity_recurrent = is_identity(recurrent_initializer)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if self.identity_recurrent:
             self.recurrent_initializer = keras.initializers.Identity()
@@ -307,7 +286,7 @@ class ElmanRNN(keras.layers.RNN):
         def step(projected_t: Any, states: Any) -> tuple[Any, Any]:
             return cell.recurrent_step(projected_t, list(states), training=training)
 
-        return keras_backend.rnn(
+        return backend_rnn(
             step,
             projected,
             list(initial_state),
@@ -361,266 +340,3 @@ class ElmanRNN(keras.layers.RNN):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ElmanRNN:
         return cls(**config)
-
-
-def _reverse_index(lengths: Any, time_steps: Any) -> Any:
-    """Index `[B, T]` that reverses each row's first `lengths[b]` steps and keeps the rest.
-
-    `idx[b, t] = lengths[b] - 1 - t` for `t < lengths[b]`, else `t`; it is its own inverse.
-    """
-    t = ops.expand_dims(ops.arange(time_steps, dtype="int32"), 0)  # [1, T]
-    lengths = ops.expand_dims(lengths, 1)  # [B, 1]
-    return ops.where(t < lengths, lengths - 1 - t, t)
-
-
-def _reverse_padded(x: Any, index: Any) -> Any:
-    """Reorders `x [B, T, F]` along time with `index [B, T]` (see :func:`_reverse_index`)."""
-    return ops.take_along_axis(x, ops.expand_dims(index, -1), axis=1)
-
-
-@keras.saving.register_keras_serializable(package="translator")
-class BidirectionalRNN(keras.layers.Layer):
-    """Bidirectional wrapper for right-padded batches.
-
-    One copy of the layer reads each sentence left to right, a second copy (same config, own
-    weights) reads it right to left, starting at the sentence's LAST REAL token: the real tokens
-    of every row are reversed in place (padding stays on the right), the backward copy runs
-    forwards over that with the same mask, and its output sequence is reversed back. (Keras'
-    `Bidirectional` uses `go_backwards=True`, which starts on padding when rows differ in
-    length.) The masks must be right-padded (a prefix of `True` per row); without a mask every
-    row is full length.
-
-    Args:
-        layer: recurrent layer built with `return_sequences=True, return_state=True` and
-            `go_backwards=False` (`ElmanRNN`, `keras.layers.GRU`, `keras.layers.LSTM`). It is used
-            as the forward layer as is.
-        merge_mode: how the two output sequences `y_f`, `y_b` are combined: `"concat"` (last
-            axis, default), `"sum"` (`y_f + y_b`) or `"ave"` (`(y_f + y_b) / 2`).
-        backward_layer: optional layer for the backward direction (same requirements). Default:
-            a copy of `layer` made from `layer.get_config()`, named `backward_<name>`.
-        **kwargs: base layer arguments (`name`, `dtype`, ...).
-
-    Call arguments:
-        inputs: tensor `[batch, time, features]`, right-padded.
-        mask: optional boolean `[batch, time]`.
-        training: Python bool, passed to both directions (dropout).
-        initial_state: optional list `[*forward_states, *backward_states]`.
-
-    Returns:
-        The list `[merged_sequence, *forward_final_states, *backward_final_states]`:
-        `merged_sequence` is `[batch, time, 2 * units]` for concat, else `[batch, time, units]`,
-        exactly 0 at padded positions; each state is `[batch, units]`, the forward ones taken at
-        each row's last real token, the backward ones at its first token.
-
-    Example:
-
-    ```python
-    x = np.random.random((2, 5, 3)).astype("float32")
-    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
-    bi = BidirectionalRNN(keras.layers.GRU(4, return_sequences=True, return_state=True))
-    seq, h_fw, h_bw = bi(x, mask=mask)  # seq: (2, 5, 8), h_fw, h_bw: (2, 4)
-    ```
-    """
-
-    def __init__(
-        self,
-        layer: keras.layers.Layer,
-        merge_mode: str = "concat",
-        backward_layer: keras.layers.Layer | None = None,
-        **kwargs: Any,
-    ) -> None:
-        _check_merge_mode(merge_mode)
-        super().__init__(**kwargs)
-        self._check_wrapped(layer, "layer")
-        if backward_layer is None:
-            config = layer.get_config()
-            base = (
-                layer.name[len("forward_") :] if layer.name.startswith("forward_") else layer.name
-            )
-            config["name"] = f"backward_{base}"
-            backward_layer = type(layer).from_config(config)
-        else:
-            self._check_wrapped(backward_layer, "backward_layer")
-        self.forward_layer = layer
-        self.backward_layer = backward_layer
-        self.merge_mode = merge_mode
-        self.num_states = len(layer.state_size)
-        if len(backward_layer.state_size) != self.num_states:
-            raise ValueError("layer and backward_layer must have the same number of states")
-        self.supports_masking = True
-
-    @staticmethod
-    def _check_wrapped(layer: Any, what: str) -> None:
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(f"{what} must be a keras.layers.Layer, got {layer!r}")
-        for attr in ("return_sequences", "return_state"):
-            if not getattr(layer, attr, False):
-                raise ValueError(f"{what} must be built with {attr}=True")
-        if getattr(layer, "go_backwards", False):
-            raise ValueError(
-                f"{what} must have go_backwards=False: BidirectionalRNN reverses each row itself"
-            )
-        if getattr(layer, "stateful", False):
-            raise ValueError(f"{what}: stateful layers are not supported")
-        if not hasattr(layer, "state_size"):
-            raise ValueError(f"{what} must be a recurrent layer with a `state_size`")
-
-    def build(self, inputs_shape: Any, initial_state_shape: Any = None) -> None:
-        if not self.forward_layer.built:
-            self.forward_layer.build(inputs_shape)
-        if not self.backward_layer.built:
-            self.backward_layer.build(inputs_shape)
-
-    def call(
-        self, inputs: Any, mask: Any = None, training: bool = False, initial_state: Any = None
-    ) -> list[Any]:
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        batch, time_steps = ops.shape(inputs)[0], ops.shape(inputs)[1]
-        if mask is None:
-            lengths = ops.full((batch,), time_steps, dtype="int32")
-        else:
-            mask = ops.cast(mask, "bool")
-            lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
-        index = _reverse_index(lengths, time_steps)
-
-        forward_state = backward_state = None
-        if initial_state is not None:
-            forward_state = list(initial_state[: self.num_states])
-            backward_state = list(initial_state[self.num_states :])
-
-        forward = self.forward_layer(
-            inputs, mask=mask, training=training, initial_state=forward_state
-        )
-        backward = self.backward_layer(
-            _reverse_padded(inputs, index),
-            mask=mask,
-            training=training,
-            initial_state=backward_state,
-        )
-        y_f = ops.cast(forward[0], self.compute_dtype)
-        y_b = ops.cast(_reverse_padded(backward[0], index), self.compute_dtype)
-        if self.merge_mode == "concat":
-            merged = ops.concatenate([y_f, y_b], axis=-1)
-        elif self.merge_mode == "sum":
-            merged = y_f + y_b
-        else:
-            merged = (y_f + y_b) / 2
-        if mask is not None:
-            merged = merged * ops.expand_dims(ops.cast(mask, merged.dtype), -1)
-        return [merged, *forward[1:], *backward[1:]]
-
-    def compute_output_shape(self, inputs_shape: Any, initial_state_shape: Any = None) -> list:
-        sequence_shape, *state_shapes = self.forward_layer.compute_output_shape(inputs_shape)
-        sequence_shape = list(sequence_shape)
-        if self.merge_mode == "concat" and sequence_shape[-1] is not None:
-            sequence_shape[-1] *= 2
-        return [tuple(sequence_shape), *state_shapes, *state_shapes]
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> list:
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        return [mask] + [None] * (2 * self.num_states)
-
-    def get_config(self) -> dict[str, Any]:
-        config = {
-            "layer": keras.saving.serialize_keras_object(self.forward_layer),
-            "merge_mode": self.merge_mode,
-            "backward_layer": keras.saving.serialize_keras_object(self.backward_layer),
-        }
-        return {**super().get_config(), **config}
-
-    @classmethod
-    def from_config(
-        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
-    ) -> BidirectionalRNN:
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"], custom_objects=custom_objects
-        )
-        if config.get("backward_layer") is not None:
-            config["backward_layer"] = keras.saving.deserialize_keras_object(
-                config["backward_layer"], custom_objects=custom_objects
-            )
-        return cls(**config)
-
-
-def make_rnn_layer(
-    kind: str,
-    units: int,
-    *,
-    activation: str = "tanh",
-    recurrent_initializer: str = "orthogonal",
-    bidirectional: bool = False,
-    merge: str = "concat",
-    seed: int | None = None,
-    name: str | None = None,
-) -> keras.layers.Layer:
-    """A recurrent layer that returns `[sequence, *states]` (bidirectional: `[seq, *fw, *bw]`).
-
-    Args:
-        kind: `"rnn"` (:class:`ElmanRNN`), `"gru"` (`keras.layers.GRU`, `reset_after=False`:
-            `h~ = tanh(W [r * h_{t-1}, x_t])`) or `"lstm"` (`keras.layers.LSTM`).
-        units: state size of one direction.
-        activation: `"tanh"` or `"relu"` for the Elman cell. GRU and LSTM always use tanh
-            (and sigmoid gates); any other value raises `ValueError` for them.
-        recurrent_initializer: initializer of the recurrent kernel, for every kind. `"identity"`
-            (`W_hh = I`, zero bias, the IRNN initialization) is only valid for `"rnn"`.
-        bidirectional: wrap the layer in :class:`BidirectionalRNN`.
-        merge: `"concat"`, `"sum"` or `"ave"`: how the two directions are merged.
-        seed: dropout seed passed to the layer.
-        name: layer name (bidirectional: the wrapper's name; the directions are named
-            `forward_<name>` and `backward_<name>`).
-
-    Returns:
-        A layer called as `layer(x, mask=mask)` with `x` `[batch, time, features]`, returning
-        `[sequence [batch, time, units or 2 * units], *states]`; `STATES_PER_CELL[kind]` states
-        per direction, each `[batch, units]`.
-
-    Example:
-
-    ```python
-    enc = make_rnn_layer("lstm", 8, bidirectional=True, merge="sum")
-    seq, h_f, c_f, h_b, c_b = enc(x, mask=mask)  # seq: (batch, time, 8)
-    ```
-    """
-    if kind not in STATES_PER_CELL:
-        raise ValueError(f"unknown cell {kind!r}; valid choices: {', '.join(STATES_PER_CELL)}")
-    if bidirectional:
-        _check_merge_mode(merge)
-    inner_name = f"forward_{name}" if (bidirectional and name) else name
-    if kind == "rnn":
-        layer: keras.layers.Layer = ElmanRNN(
-            units,
-            activation=activation,
-            recurrent_initializer=recurrent_initializer,
-            return_sequences=True,
-            return_state=True,
-            seed=seed,
-            name=inner_name,
-        )
-    else:
-        if _is_identity(recurrent_initializer):
-            raise ValueError(
-                f"recurrent_initializer='identity' is only valid for the Elman cell "
-                f"(kind='rnn'), not {kind!r}"
-            )
-        if activation != "tanh":
-            raise ValueError(
-                f"activation {activation!r} is only configurable for the Elman cell "
-                f"(kind='rnn'); {kind} uses tanh"
-            )
-        layer_cls = keras.layers.LSTM if kind == "lstm" else keras.layers.GRU
-        extra = {} if kind == "lstm" else {"reset_after": False}
-        layer = layer_cls(
-            units,
-            recurrent_initializer=recurrent_initializer,
-            return_sequences=True,
-            return_state=True,
-            seed=seed,
-            name=inner_name,
-            **extra,
-        )
-    if bidirectional:
-        return BidirectionalRNN(layer, merge_mode=merge, name=name)
-    return layer

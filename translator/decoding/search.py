@@ -1,9 +1,9 @@
 """Batched greedy and beam search inside compiled TensorFlow loops.
 
-Search uses only the model's `encode(src_ids)` and `decode_step(tokens, states, encoder)`, so any
-architecture exposing those two works with it. Every tensor of the `EncoderOutput` and of the
-decoder state list is treated generically: its first axis is the batch, nothing else is assumed
-(an attention decoder may read `encoder.outputs` / `encoder.mask` and keep states of any shape).
+Search knows a model only through the decoding contract (:mod:`translator.decoding.contract`):
+`start(src_ids) -> (memory, state)` and `step(tokens, state, memory) -> (log_probs, state)`. Every
+tensor of `memory` and `state` is treated generically: its first axis is the batch, nothing else is
+assumed. BOS and EOS ids are arguments of :class:`Searcher`.
 
 Scores:
     score(Y) = sum of the log-probabilities of the output tokens, EOS included.
@@ -16,10 +16,10 @@ Scores:
     where `|Y|` is the number of output tokens including EOS and `alpha` is `length_penalty`
     (`alpha = 0` gives `lp = 1`: no normalisation).
 
-Lengths:
+Lengths (:func:`apply_length_rules`, shared by both loops):
     `max_lengths[b]` is the maximum number of tokens before EOS for sentence `b`: at step
-    `t >= max_lengths[b]` the only allowed token is EOS. EOS is forbidden (its log-probability set
-    to -1e9) at steps `t < min_length`.
+    `t >= max_lengths[b]` the only allowed token is EOS (every other token gets -inf). EOS is
+    forbidden (its log-probability set to -1e9) at steps `t < min_length`.
 
 Beam search (batch `B`, beam `K`, the model runs on `B * K` rows, row `b * K + k`):
     - at step 0 only beam 0 of each sentence is live (the others have score -inf), so the `K`
@@ -42,11 +42,13 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from translator.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from translator.config import DecodeConfig
+from translator.decoding.contract import StepModel, as_step_model
 
 BLOCKED = -1e9  # log-probability given to a forbidden EOS (min_length), as in greedy search
 TOPK_BLOCK = 64  # block size of the two-stage top-k over the vocabulary
@@ -77,18 +79,17 @@ def max_output_lengths(src_lengths: np.ndarray, ratio: float, extra: int) -> np.
     return np.array([int(math.ceil(ratio * n)) + int(extra) for n in src_lengths], dtype=np.int32)
 
 
-def length_penalty(lengths, alpha) -> tf.Tensor:
-    """GNMT length penalty `((5 + lengths) / 6) ** alpha` (float32, shape of `lengths`).
+def length_penalty(lengths: Any, alpha: Any) -> Any:
+    """GNMT length penalty `((5 + lengths) / 6) ** alpha`.
 
     Args:
-        lengths: int or float tensor, number of output tokens including EOS.
-        alpha: scalar float; 0 gives 1 everywhere.
+        lengths: number of output tokens including EOS: a Python number, a NumPy array, or a
+            tensor (int or float; the result is then float32 of its shape).
+        alpha: scalar; 0 gives 1 everywhere.
     """
-    return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, tf.cast(alpha, tf.float32))
-
-
-def _lp_numpy(n_tokens: int, alpha: float) -> float:
-    return ((5.0 + n_tokens) / 6.0) ** alpha
+    if isinstance(lengths, tf.Tensor):
+        lengths, alpha = tf.cast(lengths, tf.float32), tf.cast(alpha, tf.float32)
+    return ((5.0 + lengths) / 6.0) ** alpha
 
 
 def top_k_lowest_first(
@@ -125,7 +126,36 @@ def _keep_where(done: tf.Tensor, old: tf.Tensor, new: tf.Tensor) -> tf.Tensor:
     return tf.where(mask, old, new)
 
 
-def _greedy_loop(model, src_ids, max_lengths, min_length):
+def _repeat(nest: Any, k: int) -> Any:
+    """Every tensor of `nest` [B, ...] repeated to [B * K, ...] (row b * K + j is copy j of b)."""
+    return tf.nest.map_structure(functools.partial(tf.repeat, repeats=k, axis=0), nest)
+
+
+def apply_length_rules(logp, t, max_lengths, min_length, eos_id: int) -> tf.Tensor:
+    """The length rules of both searches, on log-probabilities [N, V] at step `t`.
+
+    EOS gets `BLOCKED` while `t < min_length`; a row with `t >= max_lengths[row]` ([N]) keeps only
+    EOS (every other token -inf).
+    """
+    is_eos = tf.equal(tf.range(tf.shape(logp)[1]), eos_id)[None, :]
+    forced = (t >= max_lengths)[:, None]
+    rule = tf.logical_or(
+        tf.logical_and(is_eos, t < min_length), tf.logical_and(forced, tf.logical_not(is_eos))
+    )
+    value = tf.where(is_eos, tf.constant(BLOCKED, tf.float32), tf.constant(-np.inf, tf.float32))
+    return tf.where(rule, value, logp)
+
+
+class _GreedyState(NamedTuple):
+    t: tf.Tensor  # step
+    tokens: tf.Tensor  # [B] previous tokens
+    finished: tf.Tensor  # [B] bool
+    scores: tf.Tensor  # [B] sums of log-probabilities
+    state: Any  # the model's state nest
+    out: tf.TensorArray  # tokens per step
+
+
+def _greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int, eos_id: int):
     """Greedy decoding.
 
     Args:
@@ -134,48 +164,55 @@ def _greedy_loop(model, src_ids, max_lengths, min_length):
         min_length: scalar int32, EOS is not allowed before this many tokens.
 
     Returns:
-        tokens [B, L] (EOS then PAD after the end) and scores [B] (sum of log-probabilities).
+        tokens [B, L] (EOS after the end) and scores [B] (sum of log-probabilities).
     """
-    encoder = model.encode(src_ids, training=False)
+    memory, state = model.start(src_ids)
     batch = tf.shape(src_ids)[0]
     limit = tf.reduce_max(max_lengths) + 1
-    tokens = tf.fill([batch], tf.constant(BOS_ID, tf.int32))
-    finished = tf.zeros([batch], tf.bool)
-    scores = tf.zeros([batch], tf.float32)
-    out = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
-    states = list(encoder.states)
 
-    def cond(t, tokens, finished, scores, states, out):
-        return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
+    def cond(s: _GreedyState):
+        return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.finished)))
 
-    def body(t, tokens, finished, scores, states, out):
-        logits, new_states = model.decode_step(tokens, states, encoder, training=False)
-        logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-        vocab = tf.shape(logp)[1]
-        is_eos = tf.equal(tf.range(vocab), EOS_ID)
-        block_eos = tf.logical_and(is_eos[None, :], t < min_length)
-        logp = tf.where(block_eos, tf.constant(BLOCKED, tf.float32), logp)
+    def body(s: _GreedyState):
+        logp, new_state = model.step(s.tokens, s.state, memory)
+        logp = apply_length_rules(logp, s.t, max_lengths, min_length, eos_id)
         nxt = tf.argmax(logp, axis=-1, output_type=tf.int32)
-        nxt = tf.where(t >= max_lengths, EOS_ID, nxt)
-        step_score = tf.gather(logp, nxt, batch_dims=1)
-        scores = scores + tf.where(finished, 0.0, step_score)
-        nxt = tf.where(finished, PAD_ID, nxt)
-        new_states = [
-            _keep_where(finished, s, n) for s, n in zip(states, list(new_states), strict=True)
-        ]
-        finished = tf.logical_or(finished, tf.equal(nxt, EOS_ID))
-        return t + 1, nxt, finished, scores, new_states, out.write(t, nxt)
+        scores = s.scores + tf.where(s.finished, 0.0, tf.gather(logp, nxt, batch_dims=1))
+        nxt = tf.where(s.finished, eos_id, nxt)
+        new_state = tf.nest.map_structure(
+            functools.partial(_keep_where, s.finished), s.state, new_state
+        )
+        finished = tf.logical_or(s.finished, tf.equal(nxt, eos_id))
+        return (_GreedyState(s.t + 1, nxt, finished, scores, new_state, s.out.write(s.t, nxt)),)
 
-    _, _, _, scores, _, out = tf.while_loop(
-        cond,
-        body,
-        [tf.constant(0), tokens, finished, scores, states, out],
-        maximum_iterations=limit,
+    start = _GreedyState(
+        t=tf.constant(0),
+        tokens=tf.fill([batch], tf.constant(bos_id, tf.int32)),
+        finished=tf.zeros([batch], tf.bool),
+        scores=tf.zeros([batch], tf.float32),
+        state=state,
+        out=tf.TensorArray(tf.int32, size=0, dynamic_size=True),
     )
-    return tf.transpose(out.stack()), scores
+    (end,) = tf.while_loop(cond, body, (start,), maximum_iterations=limit)
+    return tf.transpose(end.out.stack()), end.scores
 
 
-def _beam_loop(model, src_ids, max_lengths, min_length, alpha, beam_size: int):
+class _BeamState(NamedTuple):
+    t: tf.Tensor  # step
+    tokens: tf.Tensor  # [B*K] previous tokens of the live beams
+    state: Any  # the model's state nest, [B*K, ...]
+    alive_logp: tf.Tensor  # [B, K] live beams' sums of log-probabilities (-inf: dead)
+    alive_seq: tf.Tensor  # [B, K, L] live beams' tokens
+    fin_seq: tf.Tensor  # [B, K, L] finished hypotheses' tokens (EOS not stored)
+    fin_len: tf.Tensor  # [B, K] their lengths, EOS included
+    fin_logp: tf.Tensor  # [B, K] their sums of log-probabilities
+    fin_norm: tf.Tensor  # [B, K] their normalised scores (sorted, best first)
+    done: tf.Tensor  # [B] bool
+
+
+def _beam_loop(
+    model: StepModel, src_ids, max_lengths, min_length, alpha, beam_size: int, bos_id, eos_id
+):
     """Batched beam search (see the module docstring for the algorithm).
 
     Args:
@@ -193,108 +230,91 @@ def _beam_loop(model, src_ids, max_lengths, min_length, alpha, beam_size: int):
     """
     k = beam_size
     neg_inf = tf.constant(-np.inf, tf.float32)
-    encoder = model.encode(src_ids, training=False)
+    memory, state = model.start(src_ids)
     batch = tf.shape(src_ids)[0]
     limit = tf.reduce_max(max_lengths) + 1
-    # Row b * K + j is beam j of sentence b. The encoder output is tiled once; beams of one
-    # sentence share it, so it never needs re-gathering.
-    tiled = tf.nest.map_structure(functools.partial(tf.repeat, repeats=k, axis=0), encoder)
+    # Row b * K + j is beam j of sentence b. The memory is repeated once; beams of one sentence
+    # share it, so only the state is reordered as beams are chosen.
+    memory = _repeat(memory, k)
     row_max = tf.repeat(max_lengths, k)  # [B*K]
     lp_max = length_penalty(max_lengths + 1, alpha)  # [B]
     row_offset = tf.range(batch)[:, None] * k  # [B, 1]
-
-    first_live = tf.constant([0.0] + [-np.inf] * (k - 1), tf.float32)
-    alive_logp = tf.tile(first_live[None, :], [batch, 1])  # [B, K]
-    alive_seq = tf.zeros([batch, k, limit], tf.int32)
-    tokens = tf.fill([batch * k], tf.constant(BOS_ID, tf.int32))
-    fin_seq = tf.zeros([batch, k, limit], tf.int32)
-    fin_len = tf.zeros([batch, k], tf.int32)
-    fin_logp = tf.fill([batch, k], neg_inf)
-    fin_norm = tf.fill([batch, k], neg_inf)
-    done = tf.zeros([batch], tf.bool)
-    states = list(tiled.states)
     positions = tf.range(limit)[None, None, :]
 
-    def cond(t, tokens, states, alive_logp, alive_seq, fin_seq, fin_len, fin_logp, fin_norm, done):
-        return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(done)))
+    def cond(s: _BeamState):
+        return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.done)))
 
-    def body(t, tokens, states, alive_logp, alive_seq, fin_seq, fin_len, fin_logp, fin_norm, done):
-        logits, new_states = model.decode_step(tokens, states, tiled, training=False)
-        logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)  # [B*K, V]
+    def body(s: _BeamState):
+        t = s.t
+        logp, new_state = model.step(s.tokens, s.state, memory)  # [B*K, V]
+        logp = apply_length_rules(logp, t, row_max, min_length, eos_id)
         vocab = logp.shape[-1]
         # The sentence-wide top K candidates and the top K non-EOS candidates both lie within
         # each beam's top K + 1 tokens (at most one of them is EOS).
         per_beam = k + 1 if vocab is None else min(k + 1, vocab)
-        # [B*K, K+1], sorted, lowest id first among ties.
-        vals, ids = top_k_lowest_first(logp, per_beam)
-        eos_lp = tf.where(t < min_length, tf.constant(BLOCKED, tf.float32), logp[:, EOS_ID])
-        is_eos = tf.equal(ids, EOS_ID)
-        vals = tf.where(is_eos, eos_lp[:, None], vals)
-        # Past max_lengths only EOS is allowed: the row's one candidate is EOS.
-        forced = (t >= row_max)[:, None]
-        first = tf.equal(tf.range(per_beam), 0)[None, :]
-        vals = tf.where(forced, tf.where(first, eos_lp[:, None], neg_inf), vals)
-        ids = tf.where(forced, EOS_ID, ids)
-
+        vals, ids = top_k_lowest_first(logp, per_beam)  # [B*K, K+1], lowest id first on ties
         cand = tf.reshape(
-            alive_logp[:, :, None] + tf.reshape(vals, [batch, k, per_beam]), [batch, k * per_beam]
+            s.alive_logp[:, :, None] + tf.reshape(vals, [batch, k, per_beam]),
+            [batch, k * per_beam],
         )
         cand_ids = tf.reshape(ids, [batch, k * per_beam])
-        cand_eos = tf.equal(cand_ids, EOS_ID)
+        cand_eos = tf.equal(cand_ids, eos_id)
 
         # Finished: EOS candidates among the sentence's top K.
         top_vals, top_idx = tf.math.top_k(cand, k)
         new_fin = tf.logical_and(tf.gather(cand_eos, top_idx, batch_dims=1), top_vals > neg_inf)
         new_logp = tf.where(new_fin, top_vals, neg_inf)
         new_norm = tf.where(new_fin, top_vals / length_penalty(t + 1, alpha), neg_inf)
-        new_seq = tf.gather(alive_seq, top_idx // per_beam, batch_dims=1)
-        all_norm = tf.concat([fin_norm, new_norm], 1)
-        fin_norm, keep = tf.math.top_k(all_norm, k)  # old entries first on ties
-        fin_logp = tf.gather(tf.concat([fin_logp, new_logp], 1), keep, batch_dims=1)
-        fin_len = tf.gather(tf.concat([fin_len, tf.fill([batch, k], t + 1)], 1), keep, batch_dims=1)
-        fin_seq = tf.gather(tf.concat([fin_seq, new_seq], 1), keep, batch_dims=1)
+        new_seq = tf.gather(s.alive_seq, top_idx // per_beam, batch_dims=1)
+        fin_norm, keep = tf.math.top_k(tf.concat([s.fin_norm, new_norm], 1), k)  # old first on ties
+        fin_logp = tf.gather(tf.concat([s.fin_logp, new_logp], 1), keep, batch_dims=1)
+        fin_len = tf.gather(
+            tf.concat([s.fin_len, tf.fill([batch, k], t + 1)], 1), keep, batch_dims=1
+        )
+        fin_seq = tf.gather(tf.concat([s.fin_seq, new_seq], 1), keep, batch_dims=1)
 
         # Live: the top K non-EOS candidates.
         alive_vals, alive_idx = tf.math.top_k(tf.where(cand_eos, neg_inf, cand), k)
         parent = alive_idx // per_beam  # [B, K]
         next_tokens = tf.gather(cand_ids, alive_idx, batch_dims=1)  # [B, K]
-        alive_seq = tf.gather(alive_seq, parent, batch_dims=1)
+        alive_seq = tf.gather(s.alive_seq, parent, batch_dims=1)
         alive_seq = tf.where(tf.equal(positions, t), next_tokens[:, :, None], alive_seq)
         rows = tf.reshape(parent + row_offset, [-1])
-        states = tf.nest.map_structure(functools.partial(tf.gather, indices=rows), list(new_states))
+        state = tf.nest.map_structure(functools.partial(tf.gather, indices=rows), new_state)
 
         # Done when the best live beam cannot beat the worst kept finished hypothesis.
-        bound = alive_vals[:, 0] / lp_max
-        done = tf.logical_or(done, bound <= fin_norm[:, k - 1])
+        done = tf.logical_or(s.done, alive_vals[:, 0] / lp_max <= fin_norm[:, k - 1])
         alive_logp = tf.where(done[:, None], neg_inf, alive_vals)
         return (
-            t + 1,
-            tf.reshape(next_tokens, [-1]),
-            states,
-            alive_logp,
-            alive_seq,
-            fin_seq,
-            fin_len,
-            fin_logp,
-            fin_norm,
-            done,
+            _BeamState(
+                t + 1,
+                tf.reshape(next_tokens, [-1]),
+                state,
+                alive_logp,
+                alive_seq,
+                fin_seq,
+                fin_len,
+                fin_logp,
+                fin_norm,
+                done,
+            ),
         )
 
-    loop_vars = [
-        tf.constant(0),
-        tokens,
-        states,
-        alive_logp,
-        alive_seq,
-        fin_seq,
-        fin_len,
-        fin_logp,
-        fin_norm,
-        done,
-    ]
-    out = tf.while_loop(cond, body, loop_vars, maximum_iterations=limit)
-    fin_seq, fin_len, fin_logp, fin_norm = out[5:9]
-    return fin_seq, fin_len, fin_logp, fin_norm
+    first_live = tf.constant([0.0] + [-np.inf] * (k - 1), tf.float32)
+    start = _BeamState(
+        t=tf.constant(0),
+        tokens=tf.fill([batch * k], tf.constant(bos_id, tf.int32)),
+        state=_repeat(state, k),
+        alive_logp=tf.tile(first_live[None, :], [batch, 1]),
+        alive_seq=tf.zeros([batch, k, limit], tf.int32),
+        fin_seq=tf.zeros([batch, k, limit], tf.int32),
+        fin_len=tf.zeros([batch, k], tf.int32),
+        fin_logp=tf.fill([batch, k], neg_inf),
+        fin_norm=tf.fill([batch, k], neg_inf),
+        done=tf.zeros([batch], tf.bool),
+    )
+    (end,) = tf.while_loop(cond, body, (start,), maximum_iterations=limit)
+    return end.fin_seq, end.fin_len, end.fin_logp, end.fin_norm
 
 
 _SIGNATURE = [
@@ -307,16 +327,22 @@ _SIGNATURE = [
 class Searcher:
     """Compiled greedy and beam search for one model (each traced once per beam size).
 
+    Args:
+        model: a :class:`~translator.decoding.contract.StepModel`, or a `Seq2Seq` (adapted).
+        bos_id: the token every output starts from.
+        eos_id: the token that ends an output.
+
     Example:
-        >>> searcher = Searcher(model)
+        >>> searcher = Searcher(model, bos_id=2, eos_id=3)
         >>> hyps = searcher.search(src_ids, max_lengths, beam_size=5, n_best=2, length_penalty=0.6)
         >>> hyps[0][0].tokens, hyps[0][0].score, hyps[0][0].normalized_score
     """
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model: Any, *, bos_id: int, eos_id: int):
+        self.model = as_step_model(model)
+        self.bos_id, self.eos_id = int(bos_id), int(eos_id)
         self._greedy = tf.function(
-            functools.partial(_greedy_loop, model),
+            functools.partial(_greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id),
             input_signature=_SIGNATURE,
             reduce_retracing=True,
         )
@@ -324,9 +350,14 @@ class Searcher:
 
     def _beam_function(self, beam_size: int) -> Callable:
         if beam_size not in self._beams:
-            model = self.model
             self._beams[beam_size] = tf.function(
-                functools.partial(_beam_loop, model, beam_size=beam_size),
+                functools.partial(
+                    _beam_loop,
+                    self.model,
+                    beam_size=beam_size,
+                    bos_id=self.bos_id,
+                    eos_id=self.eos_id,
+                ),
                 input_signature=[*_SIGNATURE, tf.TensorSpec([], tf.float32)],
                 reduce_retracing=True,
             )
@@ -345,6 +376,7 @@ class Searcher:
         Returns:
             One hypothesis per row (`normalized_score == score`).
         """
+        _check_options(1, 1, 0.0, min_length)
         if src_ids.shape[0] == 0:
             return []
         tokens, scores = self._greedy(
@@ -353,7 +385,7 @@ class Searcher:
             tf.constant(min_length, tf.int32),
         )
         return [
-            Hypothesis(_strip(row), float(s))
+            Hypothesis(self._strip(row), float(s))
             for row, s in zip(tokens.numpy(), scores.numpy(), strict=True)
         ]
 
@@ -381,7 +413,7 @@ class Searcher:
             Per row, `n_best` distinct hypotheses sorted by normalised score, best first (fewer
             only when fewer outputs exist, e.g. `max_lengths[b] == 0` allows only the empty one).
         """
-        _check_options(beam_size, n_best, length_penalty)
+        _check_options(beam_size, n_best, length_penalty, min_length)
         if src_ids.shape[0] == 0:
             return []
         fn = self._beam_function(int(beam_size))
@@ -421,7 +453,7 @@ class Searcher:
         Arguments and result as in :meth:`beam`. With greedy search, `normalized_score` is still
         `score / lp(len(tokens) + 1)` for the given `length_penalty`.
         """
-        _check_options(beam_size, n_best, length_penalty)
+        _check_options(beam_size, n_best, length_penalty, min_length)
         if beam_size > 1:
             return self.beam(
                 src_ids,
@@ -432,27 +464,29 @@ class Searcher:
                 min_length=min_length,
             )
         hyps = self.greedy(src_ids, max_lengths, min_length=min_length)
-        return [
-            [Hypothesis(h.tokens, h.score, h.score / _lp_numpy(len(h.tokens) + 1, length_penalty))]
-            for h in hyps
-        ]
+        return [[_normalized(h, length_penalty)] for h in hyps]
+
+    def _strip(self, row: np.ndarray) -> list[int]:
+        """Greedy output row -> tokens before the first EOS."""
+        out = []
+        for t in row:
+            t = int(t)
+            if t == self.eos_id:
+                break
+            out.append(t)
+        return out
 
 
-def _check_options(beam_size: int, n_best: int, length_penalty: float) -> None:
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
-    if length_penalty < 0:
-        raise ValueError(f"length_penalty must be non-negative, got {length_penalty}")
+def _check_options(beam_size: int, n_best: int, length_penalty: float, min_length: int) -> None:
+    """The decoding options are checked by `DecodeConfig`, wherever they come from."""
+    DecodeConfig(
+        beam_size=beam_size,
+        n_best=n_best,
+        length_penalty=length_penalty,
+        min_output_length=min_length,
+    )
 
 
-def _strip(row: np.ndarray) -> list[int]:
-    """Greedy output row -> tokens before the first EOS."""
-    out = []
-    for t in row:
-        t = int(t)
-        if t == EOS_ID:
-            break
-        out.append(t)
-    return out
+def _normalized(h: Hypothesis, alpha: float) -> Hypothesis:
+    """`h` with `normalized_score = score / lp(len(tokens) + 1)` (see :func:`length_penalty`)."""
+    return Hypothesis(h.tokens, h.score, h.score / length_penalty(len(h.tokens) + 1, float(alpha)))

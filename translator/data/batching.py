@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from translator.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from translator.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 BUCKET_BOUNDARIES = (6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 64, 96, 128)
 

@@ -1,0 +1,69 @@
+"""The decoding contract: all that greedy and beam search know of a model.
+
+A model is searched through two operations, both traced inside `tf.function`:
+
+- `start(src_ids [B, S])` -> `(memory, state)`: `memory` is what every hypothesis of a sentence
+  reads but never changes (the encoder outputs, their mask and attention keys); `state` is what a
+  hypothesis carries from step to step (the decoder states). Both are nests of tensors whose first
+  axis is the batch: beam search repeats both `K` times once, and reorders only `state` as beams
+  are chosen.
+- `step(tokens [N], state, memory)` -> `(log_probs [N, V] float32, new_state)`: one target
+  position for `N` rows (`N = B` greedy, `B * K` beam), from the previous tokens.
+
+BOS and EOS ids are arguments of the search, not properties of the model. A Keras
+:class:`~translator.models.seq2seq.Seq2Seq` satisfies the contract through :class:`Seq2SeqStepModel`;
+an ensemble (the average of several models' log-probabilities), an exported graph or a test double
+satisfy it by implementing the two methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import tensorflow as tf
+
+Nest = Any  # a tf.nest structure of tensors, batch first
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    """What search needs of a model (see the module docstring)."""
+
+    def start(self, src_ids: tf.Tensor) -> tuple[Nest, Nest]:
+        """`src_ids` [B, S] right-padded int32 -> `(memory, state)`, each a nest of [B, ...]."""
+        ...
+
+    def step(self, tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
+        """`tokens` [N] int32 -> `(log_probs [N, V] float32, new_state)`."""
+        ...
+
+
+class Seq2SeqStepModel:
+    """A :class:`~translator.models.seq2seq.Seq2Seq` seen through the decoding contract.
+
+    `memory` is the model's `EncoderOutput` without its `states` (they are the `state`), and a step is
+    `log_softmax(decode_step(...))` in float32.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def start(self, src_ids: tf.Tensor) -> tuple[Nest, Nest]:
+        encoder = self.model.encode(src_ids, training=False)
+        return encoder._replace(states=[]), list(encoder.states)
+
+    def step(self, tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
+        logits, new_state = self.model.decode_step(tokens, state, memory, training=False)
+        return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1), list(new_state)
+
+
+def as_step_model(model: Any) -> StepModel:
+    """`model` itself if it implements the contract, else a `Seq2Seq` adapted to it."""
+    if isinstance(model, StepModel):
+        return model
+    if hasattr(model, "encode") and hasattr(model, "decode_step"):
+        return Seq2SeqStepModel(model)
+    raise TypeError(
+        f"{type(model).__name__} cannot be searched: it needs start(src_ids) and "
+        "step(tokens, state, memory) (see translator.decoding.contract)"
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, test sets, significance, the hypothesis cache and reports."""

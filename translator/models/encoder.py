@@ -1,0 +1,100 @@
+"""The encoder: an embedded source batch -> a stack of recurrent layers -> outputs and final states.
+
+The final states of the stack are the **context vector**; the bridge turns them into the decoder's
+initial states (see :mod:`translator.models.seq2seq`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+from keras import ops
+
+from translator.config import EncoderConfig
+from translator.layers import STATES_PER_CELL, output_size
+from translator.layers.bidirectional import merge
+from translator.layers.rnn import make_rnn_layer
+
+
+class EncoderOutput(NamedTuple):
+    """What the encoder hands to the decoder (and what search tiles once per beam).
+
+    outputs: [B, S, E] top encoder layer outputs (0 at padding).
+    mask: [B, S] bool, True at real source tokens.
+    states: flat list of decoder initial states, each [B, units] (with input feeding the last one
+        is the attentional vector, zeros).
+    keys: [B, S, A] the attention's key projections of `outputs`, computed once per batch; `()`
+        without attention (an empty structure, so `tf.nest` maps over it without a leaf).
+    """
+
+    outputs: Any
+    mask: Any
+    states: list
+    keys: Any = ()
+
+
+def make_encoder_layers(config: EncoderConfig, seed: int | None = None) -> list[keras.layers.Layer]:
+    """The recurrent layers `encoder_0 ... encoder_{n-1}` of `config` (see `make_rnn_layer`)."""
+    return [
+        make_rnn_layer(
+            config.cell,
+            config.units,
+            activation=config.activation,
+            recurrent_initializer=config.recurrent_initializer,
+            bidirectional=config.bidirectional,
+            merge=config.merge,
+            seed=seed,
+            name=f"encoder_{i}",
+        )
+        for i in range(config.num_layers)
+    ]
+
+
+class Encoder:
+    """Runs the encoder stack over an embedded, right-padded source batch.
+
+    The encoder holds no weights of its own: `layers` and `dropout` are attributes of the model that
+    owns them (their attribute names there are the weight paths of saved `.keras` files).
+
+    Args:
+        config: the `model.encoder` section.
+        layers: the layers from :func:`make_encoder_layers`.
+        dropout: the dropout layer applied between recurrent layers.
+
+    Call arguments:
+        x: [B, S, D] embedded source tokens.
+        mask: [B, S] bool, True at real tokens.
+        training: Python bool (dropout).
+
+    Returns:
+        `(outputs [B, S, E], final_states)`: outputs are 0 at padding; `final_states` has one list
+        per layer of `STATES_PER_CELL[cell]` tensors [B, E] (a bidirectional layer's two directions
+        merged like its outputs).
+    """
+
+    def __init__(self, config: EncoderConfig, layers: list, dropout: keras.layers.Layer):
+        self.config = config
+        self.layers = layers
+        self.dropout = dropout
+
+    @property
+    def output_size(self) -> int:
+        """E, the size of the top layer's outputs and of every final state."""
+        c = self.config
+        return output_size(c.units, c.bidirectional, c.merge)
+
+    def __call__(self, x, mask, training: bool = False) -> tuple[Any, list[list]]:
+        c = self.config
+        n_states = STATES_PER_CELL[c.cell]
+        final_states = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x, training=training)
+            out = layer(x, mask=mask, training=training)
+            x, states = out[0], list(out[1:])
+            if c.bidirectional:
+                fw, bw = states[:n_states], states[n_states:]
+                states = [merge(f, b, c.merge) for f, b in zip(fw, bw, strict=True)]
+            final_states.append(states)
+        return x * ops.expand_dims(ops.cast(mask, x.dtype), -1), final_states

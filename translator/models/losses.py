@@ -1,0 +1,83 @@
+"""The masked loss and metrics: padding (id 0) targets count for nothing."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from translator.data.tokenizers import PAD_ID
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class MaskedCrossEntropy(keras.losses.Loss):
+    """Sparse cross-entropy from logits, averaged over non-padding target positions only.
+
+    Args:
+        label_smoothing: mass spread uniformly over the vocabulary (0 disables).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "masked_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(y_true, PAD_ID), y_pred.dtype)
+        logp = ops.log_softmax(y_pred, axis=-1)
+        nll = -ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(y_true, -1), axis=-1), -1)
+        if self.label_smoothing > 0:
+            smooth = -ops.mean(logp, axis=-1)
+            nll = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
+        return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class MaskedAccuracy(keras.metrics.Metric):
+    """Token accuracy over non-padding target positions."""
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
+        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
+        self.correct.assign_add(ops.sum(hit * mask))
+        self.total.assign_add(ops.sum(mask))
+
+    def result(self):
+        return self.correct / ops.maximum(self.total, 1.0)
+
+    def reset_state(self):
+        self.correct.assign(0.0)
+        self.total.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class Perplexity(keras.metrics.Metric):
+    """exp(mean negative log-likelihood) over non-padding target positions (no label smoothing)."""
+
+    def __init__(self, name: str = "perplexity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.nll = self.add_variable(shape=(), initializer="zeros", name="nll")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
+        logp = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        nll = -ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(y_true, -1), axis=-1), -1)
+        self.nll.assign_add(ops.sum(nll * mask))
+        self.total.assign_add(ops.sum(mask))
+
+    def result(self):
+        return ops.exp(self.nll / ops.maximum(self.total, 1.0))
+
+    def reset_state(self):
+        self.nll.assign(0.0)
+        self.total.assign(0.0)

@@ -1,0 +1,213 @@
+"""The encoder–decoder model: embeddings, encoder, bridge, decoder, output projection.
+
+`Seq2Seq` owns every layer (its attribute names are the weight paths of saved `.keras` files, so
+they stay as they are) and composes the computation of :class:`~translator.models.encoder.Encoder`,
+:class:`~translator.layers.bridge.Bridge` and :class:`~translator.models.decoder.Decoder`:
+
+- `encode(src_ids)` -> `EncoderOutput(outputs, mask, states, keys)`;
+- `decode_step(tokens, states, encoder)` -> `(logits, new_states)` for one target position;
+- `call((src_ids, tgt_in_ids))` -> logits, teacher forcing over whole sequences.
+
+Search reaches a model only through :class:`translator.decoding.contract.Seq2SeqStepModel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from translator.config import ModelConfig, model_config_from_dict
+from translator.data.tokenizers import PAD_ID
+from translator.layers.bridge import Bridge
+from translator.models.decoder import Decoder, make_attention_layers, make_decoder_layers
+from translator.models.encoder import Encoder, EncoderOutput, make_encoder_layers
+from translator.models.losses import MaskedAccuracy, MaskedCrossEntropy, Perplexity
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class Seq2Seq(keras.Model):
+    """Recurrent encoder–decoder trained with teacher forcing.
+
+    Args:
+        src_vocab_size: source vocabulary size (id 0 is padding).
+        tgt_vocab_size: target vocabulary size (id 0 is padding).
+        model_config: the `model` section of the config, a `ModelConfig` or its dict.
+        seed: seed for dropout.
+
+    Call arguments:
+        inputs: `(src_ids [B, S], tgt_in_ids [B, T])`, int, right-padded with 0.
+
+    Returns:
+        logits [B, T, tgt_vocab_size].
+
+    Example:
+        >>> model = build_model(ModelConfig(), 8000, 8000)
+        >>> logits = model((src, tgt_in))
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        model_config: ModelConfig | dict,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(model_config, dict):
+            model_config = model_config_from_dict(model_config)
+        self.src_vocab_size = int(src_vocab_size)
+        self.tgt_vocab_size = int(tgt_vocab_size)
+        self.config = cfg = model_config
+        self.seed = seed
+        emb = cfg.embedding_dim
+        # The layers, in the order and under the names of every saved model.
+        self.src_embedding = keras.layers.Embedding(self.src_vocab_size, emb, name="src_embedding")
+        self.tgt_embedding = keras.layers.Embedding(self.tgt_vocab_size, emb, name="tgt_embedding")
+        self.embedding_dropout = keras.layers.Dropout(cfg.embedding_dropout, seed=seed)
+        self.encoder_layers = make_encoder_layers(cfg.encoder, seed)
+        self.encoder_dropout = keras.layers.Dropout(cfg.encoder.dropout, seed=seed)
+        dec = cfg.decoder
+        self.bridge = Bridge(
+            cfg.init_hidden, cfg.encoder.cell, dec.cell, dec.num_layers, dec.units, name="bridge"
+        )
+        self.decoder_layers = make_decoder_layers(dec, seed)
+        self.decoder_dropout = keras.layers.Dropout(dec.dropout, seed=seed)
+        self.output_dropout = keras.layers.Dropout(cfg.output_dropout, seed=seed)
+        self.output_projection = keras.layers.Dense(self.tgt_vocab_size, name="output_projection")
+        self.attention, self.attention_vector = make_attention_layers(dec)
+        # The computation over those layers.
+        self.encoder = Encoder(cfg.encoder, self.encoder_layers, self.encoder_dropout)
+        self.decoder = Decoder(
+            dec, self.decoder_layers, self.decoder_dropout, self.attention, self.attention_vector
+        )
+
+    @property
+    def encoder_output_size(self) -> int:
+        """E, the size of the top encoder layer's outputs."""
+        return self.encoder.output_size
+
+    @property
+    def parallel_attention(self) -> bool:
+        """See :attr:`Decoder.parallel_attention`."""
+        return self.decoder.parallel_attention
+
+    def encode(self, src_ids, training: bool = False) -> EncoderOutput:
+        """Encode right-padded source ids [B, S] into outputs, mask and decoder initial states."""
+        mask = ops.not_equal(src_ids, PAD_ID)
+        x = self.embedding_dropout(self.src_embedding(src_ids), training=training)
+        outputs, final_states = self.encoder(x, mask, training=training)
+        return self.decoder.start(outputs, mask, self.bridge(final_states))
+
+    def _logits(self, y, training: bool):
+        return self.output_projection(self.output_dropout(y, training=training))
+
+    def decode_step(self, tokens, states: list, encoder: EncoderOutput, training: bool = False):
+        """One decoder step.
+
+        Args:
+            tokens: [B] int, the previous target token.
+            states: flat list of decoder states, each [B, units].
+            encoder: the `EncoderOutput` of the batch.
+
+        Returns:
+            `(logits [B, V], new_states)`.
+        """
+        y, new_states, _ = self.decoder.step(self.tgt_embedding(tokens), states, encoder, training)
+        return self._logits(y, training), new_states
+
+    def decode_step_with_attention(
+        self, tokens, states: list, encoder: EncoderOutput, training: bool = False
+    ):
+        """`decode_step` that also returns the attention weights [B, S] (attention models)."""
+        y, new_states, weights = self.decoder.step(
+            self.tgt_embedding(tokens), states, encoder, training
+        )
+        return self._logits(y, training), new_states, weights
+
+    def decode_sequence(self, tgt_in_ids, encoder: EncoderOutput, training: bool = False):
+        """Teacher-forced decoding of `tgt_in_ids` [B, T]; returns logits [B, T, V]."""
+        mask = ops.not_equal(tgt_in_ids, PAD_ID)
+        y = self.embedding_dropout(self.tgt_embedding(tgt_in_ids), training=training)
+        return self._logits(self.decoder.sequence(y, mask, encoder, training), training)
+
+    def attention_weights(self, src_ids, tgt_in_ids):
+        """Teacher-forced attention weights (inference mode), e.g. for alignment plots.
+
+        Args:
+            src_ids: [B, S] int, right-padded source ids.
+            tgt_in_ids: [B, T] int, BOS + target ids, right-padded.
+
+        Returns:
+            [B, T, S]: row `t` is the attention of the step that predicts target token `t`;
+            exactly 0 on source padding (rows at target padding are 0).
+        """
+        if self.attention is None:
+            raise ValueError(
+                "this model has no attention (model.decoder.attention is none); "
+                "train one with model.decoder.attention: bahdanau or luong"
+            )
+        encoder = self.encode(src_ids, training=False)
+        mask = ops.not_equal(tgt_in_ids, PAD_ID)
+        y = self.tgt_embedding(tgt_in_ids)
+        _, weights = self.decoder.step_loop(y, mask, encoder, training=False, weights=True)
+        return weights
+
+    def call(self, inputs, training: bool = False):
+        src_ids, tgt_in_ids = inputs
+        return self.decode_sequence(
+            tgt_in_ids, self.encode(src_ids, training=training), training=training
+        )
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        if self.attention is not None:
+            self.decoder.build(self.config.embedding_dim, self.encoder_output_size)
+        dummy = ops.ones((1, 2), dtype="int32")
+        self.call((dummy, dummy))
+        enc = self.encode(dummy)
+        self.decode_step(ops.ones((1,), dtype="int32"), enc.states, enc)
+        self.built = True
+
+    def get_build_config(self) -> dict:
+        return {"built": True}
+
+    def build_from_config(self, config: dict) -> None:
+        self.build()
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "src_vocab_size": self.src_vocab_size,
+            "tgt_vocab_size": self.tgt_vocab_size,
+            "model_config": dataclasses.asdict(self.config),
+            "seed": self.seed,
+        }
+
+
+def build_model(
+    model_config: ModelConfig | dict,
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    seed: int | None = None,
+) -> Seq2Seq:
+    """Build (and create the weights of) a :class:`Seq2Seq` from the `model` config section."""
+    model = Seq2Seq(src_vocab_size, tgt_vocab_size, model_config, seed=seed, name="seq2seq")
+    model.build()
+    return model
+
+
+def compile_model(
+    model: Seq2Seq, learning_rate: float, clip_norm: float, label_smoothing: float
+) -> None:
+    """Adam with gradient clipping by global norm, masked loss and metrics."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate, global_clipnorm=clip_norm or None
+        ),
+        loss=MaskedCrossEntropy(label_smoothing=label_smoothing),
+        metrics=[MaskedAccuracy(), Perplexity()],
+    )

@@ -1,0 +1,67 @@
+"""What training keeps across restarts: epoch, best score, patience, elapsed time and the history.
+
+It lives in `checkpoints/state.json`, written after the checkpoint it describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from translator.io import atomic_write_json, read_json
+
+METRIC_COLUMNS = [
+    "epoch",
+    "steps",
+    "loss",
+    "accuracy",
+    "perplexity",
+    "val_loss",
+    "val_accuracy",
+    "val_perplexity",
+    "val_bleu",
+    "epoch_seconds",
+    "elapsed_seconds",
+    "train_tokens_per_s",
+]
+
+
+@dataclass
+class TrainState:
+    """The training run's progress (see the module docstring).
+
+    fingerprint: what must match for a checkpoint to be resumed (model, data, tokenizers, train
+        settings other than when to stop).
+    history: one row per finished epoch, keyed by `METRIC_COLUMNS`.
+    """
+
+    fingerprint: str
+    epoch: int = 0
+    best_bleu: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    elapsed_seconds: float = 0.0
+    stop_reason: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> TrainState | None:
+        """The saved state if it exists and has this fingerprint, else None."""
+        if not path.is_file():
+            return None
+        saved = read_json(path)
+        if saved.get("fingerprint") != fingerprint:
+            return None
+        return cls(**{k: saved[k] for k in cls.__dataclass_fields__ if k in saved})
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, asdict(self))
+
+    @property
+    def train_tokens_per_s(self) -> float:
+        """Tokens over seconds of all epochs, so a short epoch (cut by the time budget) weighs
+        little."""
+        rows = [r for r in self.history if r.get("train_tokens_per_s") and r.get("epoch_seconds")]
+        seconds = sum(r["epoch_seconds"] for r in rows)
+        tokens = sum(r["train_tokens_per_s"] * r["epoch_seconds"] for r in rows)
+        return tokens / seconds if seconds else 0.0
