@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipelines.stages import STAGES, Context, StageError, run_stage  # noqa: E402
+from translator.pipelines.stages import STAGES, Context, StageError, run_stage  # noqa: E402
 from translator.config import ConfigError, load_config  # noqa: E402
 from translator.data.corpus import CorpusError  # noqa: E402
 
@@ -51,7 +51,7 @@ def _decode_options(args) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from pipelines.evaluate_cmd import is_stage_form, run_evaluate
+    from translator.pipelines.evaluate_cmd import is_stage_form, run_evaluate
 
     if is_stage_form(args):
         args.config = args.targets[0]
@@ -69,7 +69,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from pipelines.evaluate_cmd import run_plot
+    from translator.pipelines.evaluate_cmd import run_plot
 
     return run_plot(args)
 
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         _stage_args(p)
         p.set_defaults(func=cmd_stage)
 
-    from pipelines.evaluate_cmd import add_evaluate_arguments, add_plot_arguments
+    from translator.pipelines.evaluate_cmd import add_evaluate_arguments, add_plot_arguments
 
     p = sub.add_parser(
         "evaluate",

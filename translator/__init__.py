@@ -16,6 +16,7 @@ _LAZY = {
     "BidirectionalRNN": "translator.layers.bidirectional",
     "Seq2Seq": "translator.models.seq2seq",
     "load_config": "translator.config",
+    "RunDir": "translator.rundir",
 }
 
 __all__ = sorted(_LAZY)
