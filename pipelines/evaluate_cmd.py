@@ -15,7 +15,7 @@ DEFAULT_OUTPUT_DIR = "evaluation"
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    from translator.evaluation import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+    from translator.evaluation.significance import DEFAULT_BOOTSTRAP, DEFAULT_SEED
 
     p.add_argument(
         "targets",
@@ -90,7 +90,8 @@ def is_stage_form(args) -> bool:
 
 
 def run_evaluate(args) -> int:
-    from translator.evaluation import evaluate, format_signatures, format_table, format_worst
+    from translator.evaluation.evaluator import evaluate
+    from translator.evaluation.report import format_signatures, format_table, format_worst
 
     if args.worst < 0:
         raise ValueError(f"--worst must be 0 or more, got {args.worst}")
@@ -129,7 +130,7 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_plot(args) -> int:
-    from translator.evaluation import plot_runs
+    from translator.plots import plot_runs
 
     path = plot_runs(args.run_dirs, args.output)
     print(f"wrote {path}")

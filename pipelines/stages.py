@@ -321,12 +321,11 @@ def evaluate(ctx: Context) -> dict:
         "beam_size": d.beam_size,
         "length_penalty": d.length_penalty,
         "batch_size": d.batch_size,
-        "n_best": 1,
     }
     pairs = load_split(ctx.run_dir, "test")
     hyps, scores, seconds = evaluate_pairs(translator, pairs, ctx.config.eval.metrics, **decode)
     info = {
-        "decode": decode,
+        "decode": {**decode, "n_best": 1},
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(pairs) / seconds, 2),
     }

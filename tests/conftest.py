@@ -13,7 +13,8 @@ TINY = ROOT / "configs" / "tiny.yaml"
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """All stages of configs/tiny.yaml, run once for the session (in-process)."""
-    from pipelines.stages import STAGES, Context, run_stage
+    from translator.pipelines.stages import STAGES, Context, run_stage
+
     from translator.config import load_config
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"

@@ -87,3 +87,23 @@ def test_missing_and_malformed_config_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(bad)
+
+
+# --------------------------------------------------------------------------- attention keys
+
+
+def test_config_defaults_and_errors():
+    dec = config_from_dict({}).model.decoder
+    assert (dec.attention, dec.attention_score, dec.input_feeding) == ("none", "general", True)
+    with pytest.raises(ConfigError, match=r"model\.decoder\.attention.*none, bahdanau, luong"):
+        config_from_dict({"model": {"decoder": {"attention": "additive"}}})
+    with pytest.raises(ConfigError, match=r"model\.decoder\.attention_score.*general, dot"):
+        config_from_dict({"model": {"decoder": {"attention": "luong", "attention_score": "x"}}})
+    mismatched = {
+        "encoder": {"units": 256, "bidirectional": True},
+        "decoder": {"units": 256, "attention": "luong", "attention_score": "dot"},
+    }
+    with pytest.raises(ConfigError, match=r"model\.decoder\.attention_score.*\(512\).*\(256\)"):
+        config_from_dict({"model": mismatched})
+    mismatched["decoder"]["units"] = 512
+    assert config_from_dict({"model": mismatched}).model.decoder.attention_score == "dot"

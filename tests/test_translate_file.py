@@ -5,7 +5,7 @@ import io
 from translator.translate import Translator
 from translator.translate_file import translate_stream
 
-from .test_pipeline import cli
+from .pipelines.helpers import cli
 
 SENTENCES = [
     "Das Auto steht in der Garage.",

@@ -153,7 +153,8 @@ class DecoderConfig:
     """A stack of GRU or LSTM layers started from the context vector.
 
     `attention` over the encoder outputs: `none`, `bahdanau` (additive; queried with the previous
-    decoder state) or `luong` (multiplicative; queried with the new state), as JoeyNMT.
+    decoder state, as Bahdanau et al., 2015) or `luong` (multiplicative; queried with the new
+    state, as Luong et al., 2015). JoeyNMT queries both kinds with the new state.
     `attention_score` is Luong's score, `general` (`h^T W e`) or `dot` (`h^T e`, needs encoder
     output size == `units`). `input_feeding` feeds the previous attentional vector back into the
     next step's input (Luong et al., 2015). Both are ignored without attention.

@@ -1,13 +1,39 @@
-"""Plots of a model's behaviour: attention heatmaps (alignments) and learning curves.
+"""Plots: attention heatmaps (alignments), learning curves and BLEU by source length.
 
-No TensorFlow import here, so `translator plot` starts fast."""
+No TensorFlow import here, so `translator plot` starts fast; matplotlib is imported when a plot is
+drawn.
+"""
 
 from __future__ import annotations
 
+import csv
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from translator.io import atomic_path
+from translator.rundir import RunDir
+
+if TYPE_CHECKING:
+    from translator.evaluation.evaluator import EvalRow
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_png(plt, fig, path: str | Path) -> None:
+    """Lay out a pyplot figure, write it as PNG (atomically) and close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
 
 
 def plot_attention(alignment, path: str | Path, title: str | None = None) -> Path:
@@ -17,8 +43,8 @@ def plot_attention(alignment, path: str | Path, title: str | None = None) -> Pat
     `(t, s)` is the weight target step `t` gives source token `s`.
 
     Args:
-        alignment: a `translator.translate.Alignment` (from
-            `Translator.translate(text, return_attention=True)`), or a mapping with its fields.
+        alignment: a `translator.translate.Alignment` (from `Translator.align(text)`), or a
+            mapping with its fields.
         path: output file; the format follows its suffix (`.png`, `.pdf`, `.svg`, ...).
         title: figure title (default: the translation).
 
@@ -26,7 +52,7 @@ def plot_attention(alignment, path: str | Path, title: str | None = None) -> Pat
         The path written.
 
     Example:
-        >>> plot_attention(translator.translate("Guten Morgen.", return_attention=True), "a.png")
+        >>> plot_attention(translator.align("Guten Morgen."), "a.png")
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -62,12 +88,14 @@ def plot_attention(alignment, path: str | Path, title: str | None = None) -> Pat
 
 
 def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    """Plot training/validation loss and validation BLEU by epoch for one or more runs."""
-    import matplotlib
+    """Plot training/validation loss and validation BLEU by epoch for one or more runs.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Args:
+        histories: run name -> its `logs/metrics.csv` rows (`epoch`, `loss`, and `val_loss`,
+            `val_bleu` when logged); the name "" (one run) gets no prefix in the legend.
+        path: the PNG to write (atomically).
+    """
+    plt = _pyplot()
     fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
     for name, history in histories.items():
         epochs = [int(r["epoch"]) for r in history]
@@ -85,7 +113,72 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
     ax_bleu.set_xlabel("epoch")
     ax_bleu.set_ylabel("validation BLEU")
     ax_bleu.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save_png(plt, fig, path)
+
+
+def read_metrics_log(run_dir: str | Path | RunDir) -> list[dict]:
+    """The rows of `RUN_DIR/logs/metrics.csv` (one per epoch; values as strings, by column)."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    path = run.metrics_log
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {run.path} has no training log; run the `train` stage first"
+        )
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    for col in ("epoch", "loss"):
+        if col not in fields:
+            raise ValueError(f"{path}: not a training log (no {col!r} column)")
+    if not rows:
+        raise ValueError(f"{path}: no epochs logged yet")
+    return rows
+
+
+def plot_runs(run_dirs: Iterable[str | Path | RunDir], path: str | Path) -> Path:
+    """Learning curves (loss and validation BLEU by epoch) of several runs on one chart.
+
+    Runs are named by their directory name (made unique); returns the PNG path written.
+    """
+    histories: dict[str, list[dict]] = {}
+    for run_dir in run_dirs:
+        name = base = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).name
+        k = 2
+        while name in histories:
+            name, k = f"{base}-{k}", k + 1
+        histories[name] = read_metrics_log(run_dir)
+    if not histories:
+        raise ValueError("no run directories given")
+    plot_learning_curves(histories, Path(path))
+    return Path(path)
+
+
+def plot_bleu_by_length(
+    rows: Sequence[EvalRow], path: str | Path, title: str | None = None
+) -> None:
+    """Grouped bars: corpus BLEU per source-length bucket, one colour per row (model).
+
+    Args:
+        rows: evaluation rows of one test set (`EvalRow.length_buckets`, from
+            `metrics.length_buckets`); buckets without sentences are left out.
+        path: the PNG to write (atomically).
+        title: figure title.
+    """
+    plt = _pyplot()
+    buckets = rows[0].length_buckets
+    keep = [i for i in range(len(buckets)) if any(r.length_buckets[i]["sentences"] for r in rows)]
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(keep) + 2), 4))
+    for j, row in enumerate(rows):
+        xs = [k + (j - (len(rows) - 1) / 2) * width for k in range(len(keep))]
+        ys = [row.length_buckets[i]["bleu"] or 0.0 for i in keep]
+        ax.bar(xs, ys, width, label=row.model)
+    ax.set_xticks(range(len(keep)))
+    ax.set_xticklabels([f"{buckets[i]['bucket']}\n(n={buckets[i]['sentences']})" for i in keep])
+    ax.set_xlabel("source length (words)")
+    ax.set_ylabel("BLEU")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    _save_png(plt, fig, path)

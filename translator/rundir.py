@@ -138,9 +138,9 @@ class RunDir:
         if not self.path.is_dir():
             raise ModelNotFoundError(f"run directory not found: {self.path}")
         if not self.is_trained():
-            missing = self.config_file if not self.config_file.is_file() else self.model_file
+            missing = self.model_file if not self.model_file.is_file() else self.config_file
             raise ModelNotFoundError(
-                f"{self.path} has no trained model ({missing.name} is missing); run the `train` "
-                f"stage first: translator run CONFIG --run-dir {self.path} --stages prepare,tokenize,train"
+                f"{missing} not found: {self.path} has no trained model; run the `train` stage "
+                f"first: translator run CONFIG --run-dir {self.path} --stages prepare,tokenize,train"
             )
         return self

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from translator.data.corpus import Pair
 
 
 def _bleu(**options: Any):
@@ -97,6 +100,52 @@ def corpus_scores(
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (sacrebleu defaults)."""
     return corpus_scores(hypotheses, references, ["bleu"])["bleu"].score
+
+
+def bleu_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[int, int]:
+    """(hypothesis length, reference length) of the corpus, in BLEU's tokens (13a)."""
+    result = metric("bleu").corpus_score(list(hypotheses), [list(references)])
+    return int(result.sys_len), int(result.ref_len)
+
+
+# Source-length buckets (words, inclusive; None: no upper bound) for the BLEU-by-length breakdown.
+LENGTH_BUCKETS: tuple[tuple[int, int | None, str], ...] = (
+    (0, 5, "1-5"),
+    (6, 10, "6-10"),
+    (11, 15, "11-15"),
+    (16, 20, "16-20"),
+    (21, 30, "21-30"),
+    (31, None, "31+"),
+)
+
+
+def length_buckets(pairs: Sequence[Pair], hypotheses: Sequence[str]) -> list[dict]:
+    """Corpus BLEU of the sentences in each source-length bucket (`LENGTH_BUCKETS`).
+
+    Args:
+        pairs: (source, reference) pairs; a source's length is its number of words.
+        hypotheses: one hypothesis per pair.
+
+    Returns:
+        One dict per bucket, in `LENGTH_BUCKETS` order: `bucket` (its label), `min_words`,
+        `max_words` (None: no upper bound), `sentences` (how many fall in it) and `bleu` (None
+        for an empty bucket).
+    """
+    lengths = [len(p.src.split()) for p in pairs]
+    out = []
+    for lo, hi, label in LENGTH_BUCKETS:
+        idx = [i for i, n in enumerate(lengths) if n >= lo and (hi is None or n <= hi)]
+        score = bleu([hypotheses[i] for i in idx], [pairs[i].tgt for i in idx]) if idx else None
+        out.append(
+            {
+                "bucket": label,
+                "min_words": lo,
+                "max_words": hi,
+                "sentences": len(idx),
+                "bleu": score,
+            }
+        )
+    return out
 
 
 SENTENCE_METRICS = ("bleu", "chrf")

@@ -4,13 +4,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from translator.pipelines.stages import Context, run_stage
 
-from pipelines.stages import Context, run_stage
 from translator.config import load_config
 from translator.translate import Translator
 
-from .conftest import ROOT
-from .test_pipeline import cli
+from ..conftest import ROOT
+from .helpers import cli
 
 CONFIGS = sorted((ROOT / "configs" / "ding-de-en").glob("*.yaml"))
 

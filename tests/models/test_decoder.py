@@ -1,7 +1,7 @@
-"""Tests for attention (translator.attention and the attention decoder of translator.model).
+"""Tests for translator.models.decoder: the attention decoder (and `attention: none`).
 
-Tiny untrained models: the properties checked (masking, padding invariance, teacher forcing ==
-stepping, search, save/load, gradients) hold for any weights.
+Tiny untrained models: the properties checked (padding invariance, teacher forcing == stepping,
+search, save/load, gradients) hold for any weights.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import dataclasses  # noqa: E402
-import functools  # noqa: E402
 import re  # noqa: E402
 
 import keras  # noqa: E402
@@ -19,69 +17,21 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from translator.config import (  # noqa: E402
-    ConfigError,
-    DecoderConfig,
-    EncoderConfig,
-    ModelConfig,
-    config_from_dict,
-)
 from translator.data.batching import pad_batch  # noqa: E402
-from translator.data.tokenizers import BOS_ID, EOS_ID, WordTokenizer  # noqa: E402
+from translator.data.tokenizers import BOS_ID, EOS_ID  # noqa: E402
 from translator.decoding.search import Searcher  # noqa: E402
-from translator.layers.attention import BahdanauAttention, LuongAttention  # noqa: E402
 from translator.models import MaskedCrossEntropy, Seq2Seq, build_model  # noqa: E402
-from translator.plots import plot_attention  # noqa: E402
-from translator.translate import Translator  # noqa: E402
 
-VOCAB = 20
-ATOL = 1e-5
-
-# Rows of different lengths, right-padded: [B=3, S=5] and targets [B=3, T=4] (BOS first).
-SRC = np.array([[5, 6, 7, 8, 9], [4, 11, 12, 0, 0], [13, 0, 0, 0, 0]], np.int32)
-TGT_IN = np.array([[BOS_ID, 5, 6, 7], [BOS_ID, 8, 0, 0], [BOS_ID, 9, 10, 0]], np.int32)
-TGT_OUT = np.array([[5, 6, 7, EOS_ID], [8, EOS_ID, 0, 0], [9, 10, EOS_ID, 0]], np.int32)
-
-MECHANISMS = [("bahdanau", "general"), ("luong", "general"), ("luong", "dot")]
-
-
-def model_config(
-    attention: str = "bahdanau",
-    score: str = "general",
-    input_feeding: bool = True,
-    dec_cell: str = "lstm",
-    dec_layers: int = 1,
-    enc_cell: str = "lstm",
-    enc_layers: int = 1,
-    bidirectional: bool = True,
-    merge: str = "concat",
-) -> dict:
-    enc_units = 6 if bidirectional and merge == "concat" else 12  # encoder output size 12
-    cfg = ModelConfig(
-        embedding_dim=8,
-        encoder=EncoderConfig(
-            cell=enc_cell,
-            num_layers=enc_layers,
-            units=enc_units,
-            bidirectional=bidirectional,
-            merge=merge,
-        ),
-        decoder=DecoderConfig(
-            cell=dec_cell,
-            num_layers=dec_layers,
-            units=12,
-            attention=attention,
-            attention_score=score,
-            input_feeding=input_feeding,
-        ),
-    )
-    return dataclasses.asdict(cfg)
-
-
-@functools.cache
-def make_model(**options) -> Seq2Seq:
-    keras.utils.set_random_seed(7)
-    return build_model(model_config(**options), VOCAB, VOCAB, seed=7)
+from .attention_helpers import (  # noqa: E402
+    ATOL,
+    MECHANISMS,
+    SRC,
+    TGT_IN,
+    TGT_OUT,
+    VOCAB,
+    make_model,
+    model_config,
+)
 
 
 def step_by_step(model: Seq2Seq, src: np.ndarray, tgt_in: np.ndarray):
@@ -97,43 +47,6 @@ def step_by_step(model: Seq2Seq, src: np.ndarray, tgt_in: np.ndarray):
         logits.append(step_logits.numpy())
         weights.append(w.numpy())
     return np.stack(logits, 1), np.stack(weights, 1)
-
-
-# --------------------------------------------------------------------------- the layers
-
-
-@pytest.mark.parametrize("kind,score", MECHANISMS, ids=["bahdanau", "luong-general", "luong-dot"])
-def test_weights_are_a_distribution_over_real_tokens_only(kind, score):
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(3, 5, 12)).astype("float32")
-    query = rng.normal(size=(3, 12)).astype("float32")
-    mask = SRC != 0
-    layer = BahdanauAttention(10) if kind == "bahdanau" else LuongAttention(score)
-    keys = None
-    if kind == "bahdanau" or score == "general":
-        layer.build((None, 12), (None, None, 12))
-        keys = layer.project_keys(values)
-    context, weights = layer(query, values, keys=keys, mask=mask)
-    weights = weights.numpy()
-    assert context.shape == (3, 12) and weights.shape == (3, 5)
-    assert (weights >= 0).all()
-    assert (weights[~mask] == 0).all()
-    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(context, np.einsum("bs,bse->be", weights, values), atol=1e-5)
-
-    # Through the model: exactly 0 at source padding, rows sum to 1 at real target steps.
-    model = make_model(attention=kind, score=score)
-    att = model.attention_weights(SRC, TGT_IN).numpy()  # [B, T, S]
-    assert att.shape == (3, 4, 5) and (att >= 0).all()
-    assert (att[np.broadcast_to(~mask[:, None, :], att.shape)] == 0).all()
-    np.testing.assert_allclose(att.sum(-1)[TGT_IN != 0], 1.0, rtol=1e-6)
-
-
-def test_luong_dot_needs_equal_sizes():
-    with pytest.raises(ValueError, match="same size"):
-        LuongAttention("dot").build((None, 8), (None, None, 12))
-    with pytest.raises(ValueError, match="general, dot"):
-        LuongAttention("cosine")
 
 
 # --------------------------------------------------------------------------- the decoder
@@ -213,23 +126,6 @@ def test_parallel_luong_teacher_forcing_equals_the_step_loop(options):
     np.testing.assert_allclose(model((padded, TGT_IN)).numpy()[real], looped[real], atol=ATOL)
     assert not make_model(attention="luong", input_feeding=True).parallel_attention
     assert not make_model(attention="bahdanau", input_feeding=False).parallel_attention
-
-
-@pytest.mark.parametrize("score", ["general", "dot"])
-def test_luong_sequence_query_equals_one_query_at_a_time(score):
-    rng = np.random.default_rng(1)
-    values = rng.normal(size=(3, 5, 12)).astype("float32")
-    queries = rng.normal(size=(3, 4, 12)).astype("float32")
-    mask = SRC != 0
-    layer = LuongAttention(score)
-    layer.build((None, 12), (None, None, 12))
-    context, weights = layer(queries, values, mask=mask)
-    assert context.shape == (3, 4, 12) and weights.shape == (3, 4, 5)
-    for t in range(4):
-        c_t, w_t = layer(queries[:, t], values, mask=mask)
-        np.testing.assert_allclose(context[:, t], c_t, atol=ATOL)
-        np.testing.assert_allclose(weights[:, t], w_t, atol=ATOL)
-    assert (weights.numpy()[np.broadcast_to(~mask[:, None, :], (3, 4, 5))] == 0).all()
 
 
 def test_input_feeding_adds_the_attentional_vector_as_last_state():
@@ -327,81 +223,3 @@ def test_every_trainable_weight_gets_a_gradient(options):
         if g is None or not np.any(tf.convert_to_tensor(g).numpy())
     ]
     assert not zero, f"no gradient for {zero}"
-
-
-# --------------------------------------------------------------------------- alignments
-
-SENTENCES_DE = ["das auto ist rot", "der hund schläft", "ich sehe das haus"]
-SENTENCES_EN = ["the car is red", "the dog sleeps", "i see the house"]
-
-
-def _translator(**options) -> Translator:
-    src_tok = WordTokenizer.train(SENTENCES_DE, VOCAB)
-    tgt_tok = WordTokenizer.train(SENTENCES_EN, VOCAB)
-    keras.utils.set_random_seed(5)
-    model = build_model(model_config(**options), src_tok.vocab_size, tgt_tok.vocab_size, seed=5)
-    return Translator(model, src_tok, tgt_tok)
-
-
-def test_translate_returns_alignments_and_plots_them(tmp_path):
-    translator = _translator(attention="luong")
-    alignment = translator.align("das auto ist rot")
-    assert alignment.source_tokens == ["das", "auto", "ist", "rot"]
-    assert alignment.target_tokens[-1] == "</s>"
-    assert alignment.attention.shape == (len(alignment.target_tokens), 4)
-    np.testing.assert_allclose(alignment.attention.sum(1), 1.0, rtol=1e-5)
-    assert alignment.translation == translator.translate("das auto ist rot")
-
-    several = translator.align(["der hund schläft", "", "ich sehe das haus"], beam_size=3)
-    assert [a.translation for a in several] == translator.translate(
-        ["der hund schläft", "", "ich sehe das haus"], beam_size=3
-    )
-    assert several[1].attention.shape == (1, 0)
-    for a in several[::2]:
-        assert a.attention.shape == (len(a.target_tokens), len(a.source_tokens))
-        np.testing.assert_allclose(a.attention.sum(1), 1.0, rtol=1e-5)
-
-    path = plot_attention(alignment, tmp_path / "plots" / "attention.png")
-    assert path.read_bytes().startswith(b"\x89PNG")
-    assert [p.name for p in path.parent.iterdir()] == ["attention.png"]  # no temporary left
-
-
-def test_align_without_attention_is_a_clear_error():
-    translator = _translator(attention="none")
-    with pytest.raises(ValueError, match="attention is none"):
-        translator.align("das auto ist rot")
-
-
-def test_old_translate_keywords_still_work_with_a_deprecation_warning():
-    translator = _translator(attention="luong")
-    with pytest.warns(DeprecationWarning, match="align"):
-        old = translator.translate("das auto ist rot", return_attention=True)
-    np.testing.assert_array_equal(old.attention, translator.align("das auto ist rot").attention)
-    with pytest.warns(DeprecationWarning, match="translate_nbest"):
-        old = translator.translate(SENTENCES_DE, beam_size=3, n_best=2)
-    assert old == translator.translate_nbest(SENTENCES_DE, beam_size=3, n_best=2)
-    with pytest.warns(DeprecationWarning):
-        old = translator.translate("das auto ist rot", return_scores=True)
-    assert old == translator.translate_nbest("das auto ist rot", n_best=1)
-    with pytest.raises(ValueError, match="attention is none"), pytest.warns(DeprecationWarning):
-        _translator(attention="none").translate("das auto ist rot", return_attention=True)
-
-
-# --------------------------------------------------------------------------- config
-
-
-def test_config_defaults_and_errors():
-    dec = config_from_dict({}).model.decoder
-    assert (dec.attention, dec.attention_score, dec.input_feeding) == ("none", "general", True)
-    with pytest.raises(ConfigError, match=r"model\.decoder\.attention.*none, bahdanau, luong"):
-        config_from_dict({"model": {"decoder": {"attention": "additive"}}})
-    with pytest.raises(ConfigError, match=r"model\.decoder\.attention_score.*general, dot"):
-        config_from_dict({"model": {"decoder": {"attention": "luong", "attention_score": "x"}}})
-    mismatched = {
-        "encoder": {"units": 256, "bidirectional": True},
-        "decoder": {"units": 256, "attention": "luong", "attention_score": "dot"},
-    }
-    with pytest.raises(ConfigError, match=r"model\.decoder\.attention_score.*\(512\).*\(256\)"):
-        config_from_dict({"model": mismatched})
-    mismatched["decoder"]["units"] = 512
-    assert config_from_dict({"model": mismatched}).model.decoder.attention_score == "dot"

@@ -1,4 +1,4 @@
-"""Tests for translator.search: greedy and beam search in compiled loops.
+"""Tests for translator.decoding.search: greedy and beam search in compiled loops.
 
 Two small Seq2Seq models (LSTM and GRU, 2-layer decoders) are trained for a few steps on a
 reverse-the-sequence task, so their output distributions are peaked but not trivial. A toy

@@ -1,32 +1,14 @@
-"""End-to-end: every stage on configs/tiny.yaml, skipping, resume, the CLI and bad input."""
+"""End-to-end: every stage on configs/tiny.yaml, skipping, resume, corpus kinds, fingerprints."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from translator.pipelines.stages import STAGES, Context, run_stage
 
-from pipelines.stages import STAGES, Context, run_stage
 from translator.config import load_config
-from translator.rundir import ModelNotFoundError
-from translator.translate import Translator
 
-from .conftest import TINY
-
-
-def cli(*args, input=None, cwd=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        input=input,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
+from ..conftest import TINY
 
 
 def test_all_stages_write_the_run_directory(tiny_run):
@@ -82,23 +64,6 @@ def test_second_run_skips_every_stage(tiny_run, capsys):
     assert out.count("skipped: up to date") == 4
 
 
-def test_translator_api(tiny_run):
-    t = Translator.load(tiny_run)
-    one = t.translate("Das Auto steht in der Garage.")
-    assert isinstance(one, str)
-    many = t.translate(["Das Auto steht in der Garage.", "Er ist Engländer.", ""])
-    assert isinstance(many, list) and len(many) == 3
-    assert many[0] == one
-    assert many[2] == ""
-    very_long = " ".join(["Das Auto steht in der Garage und der Hund schläft."] * 40)
-    assert isinstance(t.translate(very_long), str)
-
-
-def test_load_without_a_model_says_which_stage(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="train"):
-        Translator.load(tmp_path)
-
-
 def test_resume_after_interrupted_training(tiny_run, tmp_path):
     """Kill training after epoch 1 (simulated by training 1 epoch), then rerun with 2 epochs:
     the second run resumes at epoch 2 from the checkpoint with the optimizer state."""
@@ -128,62 +93,6 @@ def test_resume_after_interrupted_training(tiny_run, tmp_path):
     assert [row["epoch"] for row in state["history"]] == [1, 2]
     resumed = keras.saving.load_model(run / "checkpoints" / "last.keras")
     assert int(resumed.optimizer.iterations.numpy()) == 2 * iterations
-
-
-def test_cli_help():
-    for cmd in (
-        ["--help"],
-        ["run", "--help"],
-        ["translate", "--help"],
-        ["evaluate", "--help"],
-        ["bench", "--help"],
-    ):
-        r = cli(*cmd)
-        assert r.returncode == 0 and "usage:" in r.stdout
-
-
-def test_cli_translate_sentences_stdin_and_files(tiny_run, tmp_path):
-    r = cli("translate", tiny_run, "Das Auto steht in der Garage.", "Er ist Engländer.")
-    assert r.returncode == 0, r.stderr
-    assert len(r.stdout.splitlines()) == 2
-    r2 = cli("translate", tiny_run, input="Das Auto steht in der Garage.\n\nEr ist Engländer.\n")
-    assert r2.returncode == 0, r2.stderr
-    lines = r2.stdout.split("\n")[:-1]
-    assert len(lines) == 3 and lines[1] == ""
-    assert lines[0] == r.stdout.splitlines()[0]
-    src = tmp_path / "in.txt"
-    src.write_text("Das Auto steht in der Garage.\nEr ist Engländer.\n", encoding="utf-8")
-    out = tmp_path / "out.txt"
-    r3 = cli("translate", tiny_run, "--input", src, "--output", out)
-    assert r3.returncode == 0, r3.stderr
-    assert out.read_text(encoding="utf-8").splitlines() == r.stdout.splitlines()
-
-
-def test_cli_evaluate_any_tsv(tiny_run, tmp_path):
-    test = tmp_path / "mine.tsv"
-    test.write_text("Das Auto steht in der Garage.\tThe car is in the garage.\n", encoding="utf-8")
-    r = cli("evaluate", tiny_run, "--test", test, "--output-dir", tmp_path / "out")
-    assert r.returncode == 0, r.stderr
-    assert "BLEU" in r.stdout and "chrF" in r.stdout
-    assert (tmp_path / "out" / "mine.scores.json").is_file()
-
-
-def test_cli_errors_are_clear(tiny_run, tmp_path):
-    r = cli("run", TINY, "--set", "train.epoch=3", "--run-dir", tmp_path / "x")
-    assert r.returncode == 2
-    assert "train.epoch" in r.stderr and "epochs" in r.stderr and "Traceback" not in r.stderr
-    r = cli("translate", tmp_path)
-    assert r.returncode == 2 and "train" in r.stderr and "Traceback" not in r.stderr
-    r = cli("evaluate", tiny_run, "--test", tmp_path / "missing.tsv")
-    assert r.returncode == 2 and "missing.tsv" in r.stderr
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("a\tb\nc\n", encoding="utf-8")
-    r = cli("evaluate", tiny_run, "--test", bad)
-    assert r.returncode == 2 and f"{bad}:2" in r.stderr
-    r = cli("run", TINY, "--stages", "prepare,fly", "--run-dir", tmp_path / "y")
-    assert r.returncode == 2 and "fly" in r.stderr and "tokenize" in r.stderr
-    r = cli("translate", tiny_run, "a", "b", "--plot-attention", tmp_path / "a.png")
-    assert r.returncode == 2 and "exactly one SENTENCE" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tsv_corpus_with_malformed_lines(tmp_path):
@@ -237,35 +146,8 @@ def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
         run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
 
 
-def test_evaluate_stage_takes_decoding_options_from_the_command_line(tiny_run, tmp_path, capsys):
-    import shutil
-
-    from pipelines.cli import main
-
-    run = tmp_path / "copy"
-    shutil.copytree(tiny_run, run)
-    assert (
-        main(
-            [
-                "evaluate",
-                str(TINY),
-                "--run-dir",
-                str(run),
-                "--beam-size",
-                "3",
-                "--length-penalty",
-                "0.5",
-            ]
-        )
-        == 0
-    )
-    report = json.loads((run / "eval" / "scores.json").read_text())
-    assert report["decode"]["beam_size"] == 3 and report["decode"]["length_penalty"] == 0.5
-    assert "[evaluate] running" in capsys.readouterr().out
-
-
 def test_fingerprints_ignore_attention_keys_of_models_without_attention():
-    from pipelines.stages import model_section
+    from translator.pipelines.stages import model_section
 
     plain = model_section(load_config(TINY))
     assert "attention" not in plain["decoder"] and "input_feeding" not in plain["decoder"]

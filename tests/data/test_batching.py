@@ -1,0 +1,47 @@
+"""Tests for translator.data.batching: length buckets, shuffling, padding helpers."""
+
+import numpy as np
+
+from translator.data.batching import BucketedDataset, length_sorted_batches, pad_batch
+from translator.data.tokenizers import BOS_ID, EOS_ID
+
+
+def test_buckets_cover_every_pair_once_with_teacher_forcing():
+    rng = np.random.default_rng(0)
+    src = [list(rng.integers(4, 30, rng.integers(1, 30))) for _ in range(300)]
+    tgt = [list(rng.integers(4, 40, rng.integers(1, 30))) for _ in range(300)]
+    data = BucketedDataset(src, tgt, batch_tokens=200, max_batch_size=32, shuffle=True, seed=1)
+    batches = list(data.dataset().as_numpy_iterator())
+    assert len(batches) == data.steps_per_pass()
+    seen = []
+    for (s, ti), to in batches:
+        assert s.shape[0] == ti.shape[0] == to.shape[0] <= 32
+        assert (ti[:, 0] == BOS_ID).all()
+        lengths = (to != 0).sum(1)
+        assert (to[np.arange(len(to)), lengths - 1] == EOS_ID).all()
+        shifted = ti[:, 1:] != 0  # tgt_in is BOS + target: target token t sits at t + 1
+        assert (ti[:, 1:][shifted] == to[:, :-1][shifted]).all()
+        for row_s, row_t in zip(s, to, strict=True):
+            seen.append((tuple(row_s[row_s != 0]), tuple(row_t[row_t != 0][:-1])))
+    assert sorted(seen) == sorted((tuple(a), tuple(b)) for a, b in zip(src, tgt, strict=True))
+
+
+def test_training_order_is_shuffled_over_the_whole_data():
+    # Ordered data (like the bundled phrases appended after the sentences): the first batch of a
+    # pass must draw from all of it, not only from the head a bounded shuffle buffer would hold.
+    n = 30000
+    src = [[4 + i] for i in range(n)]
+    tgt = [[5]] * n
+    data = BucketedDataset(src, tgt, batch_tokens=400, max_batch_size=64, shuffle=True, seed=1)
+    (first, _), _ = next(iter(data.dataset(repeat=True).as_numpy_iterator()))
+    index = first[:, 0] - 4
+    assert len(index) == 64 and index.max() > 25000 and index.min() < 5000
+    bounded = BucketedDataset(src, tgt, 400, 64, shuffle=True, seed=1, shuffle_buffer=100)
+    (first, _), _ = next(iter(bounded.dataset().as_numpy_iterator()))
+    assert (first[:, 0] - 4).max() < 200
+
+
+def test_padding_helpers():
+    assert pad_batch([[5, 6], [7]]).tolist() == [[5, 6], [7, 0]]
+    batches = length_sorted_batches([3, 9, 1, 5], 2)
+    assert batches == [[1, 3], [0, 2]]

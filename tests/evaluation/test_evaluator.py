@@ -1,0 +1,88 @@
+"""`translator evaluate` / `translator.evaluation.evaluate`: runs, test sets, decoding, errors."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from translator.pipelines.cli import main
+
+from translator.evaluation import evaluate
+
+from ..conftest import TINY
+
+
+def test_empty_source_gives_an_empty_hypothesis_that_is_scored(evaluated, runs):
+    text_rows = [r for r in evaluated["results"]["rows"] if r["test_set"] == "text"]
+    for row in text_rows:
+        hyps = Path(row["files"]["hypotheses"]).read_text(encoding="utf-8").split("\n")[:-1]
+        assert hyps[0] == "" and row["sentences"] == 6
+        assert all(math.isfinite(row["scores"][m]["score"]) for m in ("bleu", "chrf", "ter"))
+    # The API with an in-memory test set and a (name, Translator) pair (no run dir: no cache).
+    from translator.translate import Translator
+
+    pairs = [("", "Nothing here."), ("Das Auto steht in der Garage.", "The car is in the garage.")]
+    [row] = evaluate([("mem", Translator.load(runs[0]))], {"mine": pairs}, bootstrap=0)
+    assert row.hypotheses[0] == "" and row.sentence_scores[0] == {"bleu": 0.0, "chrf": 0.0}
+    assert row.model == "mem" and row.cached is False and row.cache_key is None
+    assert math.isfinite(row.score("ter"))
+
+
+def test_config_form_still_runs_the_evaluate_stage(runs, capsys):
+    assert main(["evaluate", str(TINY), "--run-dir", str(runs[0])]) == 0
+    assert "[evaluate] skipped: up to date" in capsys.readouterr().out
+
+
+def test_bad_arguments_fail_before_loading_a_model(tmp_path):
+    with pytest.raises(ValueError, match="valid choices"):
+        evaluate([tmp_path], metrics="bleu,nope")
+    with pytest.raises(ValueError, match="bootstrap resamples must be 0"):
+        evaluate([tmp_path], bootstrap=-1)
+    with pytest.raises(ValueError, match="seed must be a positive integer"):
+        evaluate([tmp_path], seed=0)
+    with pytest.raises(ValueError, match="no runs"):
+        evaluate([])
+    with pytest.raises(ValueError, match="expected a run directory"):
+        evaluate([42])
+
+
+def test_bad_input_is_a_clear_error(runs, tmp_path):
+    base = runs[0]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\nno tab here\n", encoding="utf-8")
+    src, ref = tmp_path / "t.src", tmp_path / "t.ref"
+    src.write_text("a\nb\nc\n", encoding="utf-8")
+    ref.write_text("a\nb\n", encoding="utf-8")
+    (tmp_path / "nomodel").mkdir()
+    cases = {
+        "missing.tsv": [base, "--test", tmp_path / "missing.tsv"],
+        f"{bad}:2": [base, "--test", f"bad={bad}"],
+        f"{src} has 3 lines but {ref} has 2": [base, "--test", f"t={src},{ref}"],
+        str(tmp_path / "nomodel" / "model.keras"): [tmp_path / "nomodel", "--test", bad],
+    }
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = {
+        expected: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "translator.pipelines.cli",
+                "evaluate",
+                *map(str, args),
+                "--output-dir",
+                tmp_path / "o",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for expected, args in cases.items()
+    }
+    for expected, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err
+        assert "translator: error:" in err and expected in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,41 @@
+"""`translator.evaluation.testsets`: test set specs and readers."""
+
+import pytest
+
+from translator.data.corpus import CorpusError, Pair
+from translator.evaluation.testsets import (
+    default_test_set,
+    load_test_set,
+    load_test_sets,
+    parse_test_spec,
+)
+from translator.rundir import RunDir
+
+
+def test_test_specs():
+    assert parse_test_spec("news=a/b.tsv") == ("news", "a/b.tsv")
+    assert parse_test_spec("news=a.de,a.en") == ("news", "a.de,a.en")
+    assert parse_test_spec("dir/mine.tsv.gz") == ("mine", "dir/mine.tsv.gz")
+    with pytest.raises(ValueError, match="NAME=FILE"):
+        parse_test_spec("=x.tsv")
+
+
+def test_test_sets_from_files_and_memory(tmp_path):
+    tsv = tmp_path / "news.tsv"
+    tsv.write_text("Guten Morgen.\tGood morning.\n", encoding="utf-8")
+    src, ref = tmp_path / "t.de", tmp_path / "t.en"
+    src.write_text("Hallo.\n", encoding="utf-8")
+    ref.write_text("Hello.\n", encoding="utf-8")
+    sets = load_test_sets([str(tsv), f"text={src},{ref}"])
+    assert list(sets) == ["news", "text"]
+    assert sets["news"].pairs == [Pair("Guten Morgen.", "Good morning.")]
+    assert sets["text"].origin == f"{src},{ref}" and sets["text"].references == ["Hello."]
+    memory = load_test_set("mine", [("a", "b")])
+    assert memory.origin == "<memory>" and memory.sources == ["a"]
+    assert memory.digest == load_test_set("again", [Pair("a", "b")]).digest
+    with pytest.raises(ValueError, match="given twice"):
+        load_test_sets([str(tsv), f"news={tsv}"])
+    with pytest.raises(CorpusError, match="no sentence pairs"):
+        load_test_set("empty", [])
+    with pytest.raises(CorpusError, match="data/test.tsv not found"):
+        default_test_set(RunDir(tmp_path))

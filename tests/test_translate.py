@@ -1,0 +1,97 @@
+"""Tests for translator.translate: the `Translator` API, alignments (`align`), the deprecated
+`translate` keywords."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from translator.data.tokenizers import WordTokenizer  # noqa: E402
+from translator.models import build_model  # noqa: E402
+from translator.plots import plot_attention  # noqa: E402
+from translator.rundir import ModelNotFoundError  # noqa: E402
+from translator.translate import Translator  # noqa: E402
+
+from .models.attention_helpers import VOCAB, model_config  # noqa: E402
+
+# --------------------------------------------------------------------------- the Translator API
+
+
+def test_translator_api(tiny_run):
+    t = Translator.load(tiny_run)
+    one = t.translate("Das Auto steht in der Garage.")
+    assert isinstance(one, str)
+    many = t.translate(["Das Auto steht in der Garage.", "Er ist Engländer.", ""])
+    assert isinstance(many, list) and len(many) == 3
+    assert many[0] == one
+    assert many[2] == ""
+    very_long = " ".join(["Das Auto steht in der Garage und der Hund schläft."] * 40)
+    assert isinstance(t.translate(very_long), str)
+
+
+def test_load_without_a_model_says_which_stage(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="train"):
+        Translator.load(tmp_path)
+
+
+# --------------------------------------------------------------------------- alignments
+
+SENTENCES_DE = ["das auto ist rot", "der hund schläft", "ich sehe das haus"]
+SENTENCES_EN = ["the car is red", "the dog sleeps", "i see the house"]
+
+
+def _translator(**options) -> Translator:
+    src_tok = WordTokenizer.train(SENTENCES_DE, VOCAB)
+    tgt_tok = WordTokenizer.train(SENTENCES_EN, VOCAB)
+    keras.utils.set_random_seed(5)
+    model = build_model(model_config(**options), src_tok.vocab_size, tgt_tok.vocab_size, seed=5)
+    return Translator(model, src_tok, tgt_tok)
+
+
+def test_translate_returns_alignments_and_plots_them(tmp_path):
+    translator = _translator(attention="luong")
+    alignment = translator.align("das auto ist rot")
+    assert alignment.source_tokens == ["das", "auto", "ist", "rot"]
+    assert alignment.target_tokens[-1] == "</s>"
+    assert alignment.attention.shape == (len(alignment.target_tokens), 4)
+    np.testing.assert_allclose(alignment.attention.sum(1), 1.0, rtol=1e-5)
+    assert alignment.translation == translator.translate("das auto ist rot")
+
+    several = translator.align(["der hund schläft", "", "ich sehe das haus"], beam_size=3)
+    assert [a.translation for a in several] == translator.translate(
+        ["der hund schläft", "", "ich sehe das haus"], beam_size=3
+    )
+    assert several[1].attention.shape == (1, 0)
+    for a in several[::2]:
+        assert a.attention.shape == (len(a.target_tokens), len(a.source_tokens))
+        np.testing.assert_allclose(a.attention.sum(1), 1.0, rtol=1e-5)
+
+    path = plot_attention(alignment, tmp_path / "plots" / "attention.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert [p.name for p in path.parent.iterdir()] == ["attention.png"]  # no temporary left
+
+
+def test_align_without_attention_is_a_clear_error():
+    translator = _translator(attention="none")
+    with pytest.raises(ValueError, match="attention is none"):
+        translator.align("das auto ist rot")
+
+
+def test_old_translate_keywords_still_work_with_a_deprecation_warning():
+    translator = _translator(attention="luong")
+    with pytest.warns(DeprecationWarning, match="align"):
+        old = translator.translate("das auto ist rot", return_attention=True)
+    np.testing.assert_array_equal(old.attention, translator.align("das auto ist rot").attention)
+    with pytest.warns(DeprecationWarning, match="translate_nbest"):
+        old = translator.translate(SENTENCES_DE, beam_size=3, n_best=2)
+    assert old == translator.translate_nbest(SENTENCES_DE, beam_size=3, n_best=2)
+    with pytest.warns(DeprecationWarning):
+        old = translator.translate("das auto ist rot", return_scores=True)
+    assert old == translator.translate_nbest("das auto ist rot", n_best=1)
+    with pytest.raises(ValueError, match="attention is none"), pytest.warns(DeprecationWarning):
+        _translator(attention="none").translate("das auto ist rot", return_attention=True)
