@@ -131,19 +131,27 @@ def _repeat(nest: Any, k: int) -> Any:
     return tf.nest.map_structure(functools.partial(tf.repeat, repeats=k, axis=0), nest)
 
 
-def apply_length_rules(logp, t, max_lengths, min_length, eos_id: int) -> tf.Tensor:
-    """The length rules of both searches, on log-probabilities [N, V] at step `t`.
+def apply_length_rules(cand, cand_ids, eos_lp, t, max_lengths, min_length, eos_id: int):
+    """The length rules of both searches, on the candidate tokens of each row at step `t`.
 
-    EOS gets `BLOCKED` while `t < min_length`; a row with `t >= max_lengths[row]` ([N]) keeps only
-    EOS (every other token -inf).
+    Args:
+        cand: [N, C] candidate log-probabilities (greedy: the best token other than EOS and EOS;
+            beam: each beam's top K + 1, best first).
+        cand_ids: their token ids, [N, C] or [1, C].
+        eos_lp: [N] the log-probability of EOS in each row.
+        max_lengths: [N]; in a row with `t >= max_lengths[row]` only EOS is allowed: its first
+            candidate becomes EOS and the others -inf.
+        min_length: while `t < min_length`, EOS has the log-probability `BLOCKED`.
+
+    Returns:
+        `(cand, cand_ids)` [N, C] with the rules applied.
     """
-    is_eos = tf.equal(tf.range(tf.shape(logp)[1]), eos_id)[None, :]
+    eos_lp = tf.where(t < min_length, tf.constant(BLOCKED, tf.float32), eos_lp)[:, None]
+    cand = tf.where(tf.equal(cand_ids, eos_id), eos_lp, cand)
     forced = (t >= max_lengths)[:, None]
-    rule = tf.logical_or(
-        tf.logical_and(is_eos, t < min_length), tf.logical_and(forced, tf.logical_not(is_eos))
-    )
-    value = tf.where(is_eos, tf.constant(BLOCKED, tf.float32), tf.constant(-np.inf, tf.float32))
-    return tf.where(rule, value, logp)
+    first = tf.equal(tf.range(tf.shape(cand)[1]), 0)[None, :]
+    cand = tf.where(forced, tf.where(first, eos_lp, tf.constant(-np.inf, tf.float32)), cand)
+    return cand, tf.where(forced, eos_id, cand_ids)
 
 
 class _GreedyState(NamedTuple):
@@ -175,9 +183,21 @@ def _greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int
 
     def body(s: _GreedyState):
         logp, new_state = model.step(s.tokens, s.state, memory)
-        logp = apply_length_rules(logp, s.t, max_lengths, min_length, eos_id)
-        nxt = tf.argmax(logp, axis=-1, output_type=tf.int32)
-        scores = s.scores + tf.where(s.finished, 0.0, tf.gather(logp, nxt, batch_dims=1))
+        # Two candidates per row, EOS and the best other token, in id order (so ties go to the
+        # lower id, as `tf.argmax` over the vocabulary and beam search's top-k decide them).
+        eos_lp = logp[:, eos_id]
+        is_eos = tf.equal(tf.range(tf.shape(logp)[1]), eos_id)[None, :]
+        other = tf.argmax(
+            tf.where(is_eos, tf.constant(-np.inf, tf.float32), logp), axis=-1, output_type=tf.int32
+        )
+        pair_ids = tf.stack([tf.minimum(other, eos_id), tf.maximum(other, eos_id)], 1)
+        pair_lp = tf.gather(logp, pair_ids, batch_dims=1)
+        pair_lp, pair_ids = apply_length_rules(
+            pair_lp, pair_ids, eos_lp, s.t, max_lengths, min_length, eos_id
+        )
+        best = tf.argmax(pair_lp, axis=-1, output_type=tf.int32)
+        nxt = tf.gather(pair_ids, best, batch_dims=1)
+        scores = s.scores + tf.where(s.finished, 0.0, tf.gather(pair_lp, best, batch_dims=1))
         nxt = tf.where(s.finished, eos_id, nxt)
         new_state = tf.nest.map_structure(
             functools.partial(_keep_where, s.finished), s.state, new_state
@@ -247,12 +267,12 @@ def _beam_loop(
     def body(s: _BeamState):
         t = s.t
         logp, new_state = model.step(s.tokens, s.state, memory)  # [B*K, V]
-        logp = apply_length_rules(logp, t, row_max, min_length, eos_id)
         vocab = logp.shape[-1]
         # The sentence-wide top K candidates and the top K non-EOS candidates both lie within
         # each beam's top K + 1 tokens (at most one of them is EOS).
         per_beam = k + 1 if vocab is None else min(k + 1, vocab)
         vals, ids = top_k_lowest_first(logp, per_beam)  # [B*K, K+1], lowest id first on ties
+        vals, ids = apply_length_rules(vals, ids, logp[:, eos_id], t, row_max, min_length, eos_id)
         cand = tf.reshape(
             s.alive_logp[:, :, None] + tf.reshape(vals, [batch, k, per_beam]),
             [batch, k * per_beam],
