@@ -187,7 +187,7 @@ class Translator:
         sentences = [text] if single else _as_list(text)
         options = dict(beam_size=beam_size, length_penalty=length_penalty, batch_size=batch_size)
         hyps = self.translate_hypotheses(sentences, n_best=1, **options)
-        found = self._alignments(sentences, hyps, self.settings(**options).batch_size)
+        found = _alignments(self, sentences, hyps, self.settings(**options).batch_size)
         return found[0] if single else found
 
     def _deprecated_translate(self, text, options: dict, **keywords):
@@ -207,36 +207,37 @@ class Translator:
             return self.translate_nbest(text, n_best=n_best, **options)
         return self.translate(text, **options)
 
-    def _alignments(
-        self, sentences: list[str], hyps: list[list[Hypothesis]], batch_size: int
-    ) -> list[Alignment]:
-        """Alignments of the best hypotheses: search chose the tokens, one teacher-forced pass
-        over `[BOS] + tokens` gives the attention of every step (EOS included)."""
-        import tensorflow as tf
 
-        if getattr(self, "_attention_fn", None) is None:
-            self._attention_fn = tf.function(self.model.attention_weights, reduce_retracing=True)
-        encoded = self.src_tokenizer.encode_batch([normalize(s) for s in sentences])
-        best = [per_input[0] for per_input in hyps]
-        matrices = [np.zeros((len(h.tokens) + 1, 0), np.float32) for h in best]
-        real = [i for i, ids in enumerate(encoded) if ids]
-        for batch in length_sorted_batches([len(encoded[i]) for i in real], batch_size):
-            idx = [real[j] for j in batch]
-            src = pad_batch([encoded[i] for i in idx])
-            tgt_in = pad_batch([[BOS_ID, *best[i].tokens] for i in idx])
-            weights = self._attention_fn(tf.constant(src), tf.constant(tgt_in)).numpy()
-            for row, i in enumerate(idx):
-                matrices[i] = weights[row, : len(best[i].tokens) + 1, : len(encoded[i])]
-        return [
-            Alignment(
-                source_tokens=self.src_tokenizer.pieces(ids),
-                target_tokens=self.tgt_tokenizer.pieces([*h.tokens, EOS_ID]),
-                translation=self.tgt_tokenizer.decode(h.tokens),
-                attention=matrix.astype(np.float32),
-                score=float(h.normalized_score),
-            )
-            for ids, h, matrix in zip(encoded, best, matrices, strict=True)
-        ]
+def _alignments(
+    t: Translator, sentences: list[str], hyps: list[list[Hypothesis]], batch_size: int
+) -> list[Alignment]:
+    """Alignments of the best hypotheses: search chose the tokens, one teacher-forced pass
+    over `[BOS] + tokens` gives the attention of every step (EOS included)."""
+    import tensorflow as tf
+
+    if getattr(t, "_attention_fn", None) is None:
+        t._attention_fn = tf.function(t.model.attention_weights, reduce_retracing=True)
+    encoded = t.src_tokenizer.encode_batch([normalize(s) for s in sentences])
+    best = [per_input[0] for per_input in hyps]
+    matrices = [np.zeros((len(h.tokens) + 1, 0), np.float32) for h in best]
+    real = [i for i, ids in enumerate(encoded) if ids]
+    for batch in length_sorted_batches([len(encoded[i]) for i in real], batch_size):
+        idx = [real[j] for j in batch]
+        src = pad_batch([encoded[i] for i in idx])
+        tgt_in = pad_batch([[BOS_ID, *best[i].tokens] for i in idx])
+        weights = t._attention_fn(tf.constant(src), tf.constant(tgt_in)).numpy()
+        for row, i in enumerate(idx):
+            matrices[i] = weights[row, : len(best[i].tokens) + 1, : len(encoded[i])]
+    return [
+        Alignment(
+            source_tokens=t.src_tokenizer.pieces(ids),
+            target_tokens=t.tgt_tokenizer.pieces([*h.tokens, EOS_ID]),
+            translation=t.tgt_tokenizer.decode(h.tokens),
+            attention=matrix.astype(np.float32),
+            score=float(h.normalized_score),
+        )
+        for ids, h, matrix in zip(encoded, best, matrices, strict=True)
+    ]
 
 
 def _as_list(sentences: Iterable[str]) -> list[str]:
