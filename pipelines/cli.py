@@ -10,12 +10,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from translator.pipelines.stages import STAGES, Context, StageError, run_stage  # noqa: E402
+from translator.pipelines.stages import STAGES, Context, StageError, run_stages  # noqa: E402
 
 from translator.config import ConfigError, load_config  # noqa: E402
 from translator.data.corpus import CorpusError  # noqa: E402
+from translator.rundir import RunDirBusyError  # noqa: E402
 
-USER_ERRORS = (ConfigError, CorpusError, StageError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, CorpusError, StageError, RunDirBusyError, FileNotFoundError, ValueError)
 
 
 def _context(args) -> Context:
@@ -31,14 +32,12 @@ def cmd_run(args) -> int:
         if s not in STAGES:
             raise ConfigError(f"--stages: unknown stage {s!r}; valid choices: {', '.join(STAGES)}")
     print(f"run directory: {ctx.run_dir}", flush=True)
-    for stage in STAGES:
-        if stage in stages:
-            run_stage(ctx, stage)
+    run_stages(ctx, stages)
     return 0
 
 
 def cmd_stage(args) -> int:
-    run_stage(_context(args), args.command)
+    run_stages(_context(args), [args.command])
     return 0
 
 

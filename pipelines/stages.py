@@ -31,6 +31,14 @@ from translator.rundir import SPLITS, RunDir
 STAGES = ("prepare", "tokenize", "train", "evaluate")
 # Train settings that only decide when to stop: changing them continues a run instead of restarting it.
 STOP_KEYS = ("epochs", "max_minutes", "patience")
+# The config sections whose artifacts each stage writes: `config.yaml` takes a stage's sections
+# only when that stage has written its artifacts, so it always describes what the run holds.
+STAGE_SECTIONS = {
+    "prepare": ("data",),
+    "tokenize": ("tokenizer",),
+    "train": ("model", "train"),
+    "evaluate": ("decode", "eval"),
+}
 
 
 class StageError(RuntimeError):
@@ -141,7 +149,6 @@ def run_stage(ctx: Context, stage: str) -> dict:
         "evaluate": evaluate,
     }[stage]
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    ctx.run.save_config(ctx.config)
     fp = _stage_fingerprint(ctx, stage)
     marker = ctx.run.stage_marker(stage)
     if not ctx.force and marker.is_file() and _outputs_exist(ctx, stage):
@@ -153,9 +160,31 @@ def run_stage(ctx: Context, stage: str) -> dict:
     t0 = time.time()
     summary = fn(ctx)
     summary["seconds"] = round(time.time() - t0, 2)
+    _record_config(ctx, stage)
     # Recompute: evaluate's fingerprint depends on the model file, train's output.
     atomic_write_json(marker, {"fingerprint": _stage_fingerprint(ctx, stage), "summary": summary})
     return summary
+
+
+def run_stages(ctx: Context, stages: list[str]) -> None:
+    """Run `stages` in pipeline order, holding the run directory's writer lock."""
+    with ctx.run.lock():
+        for stage in STAGES:
+            if stage in stages:
+                run_stage(ctx, stage)
+
+
+def _record_config(ctx: Context, stage: str) -> None:
+    """Write `config.yaml` with the sections of `stage` (just run) from the current config and the
+    others as they were, so that the file describes the artifacts the run directory holds."""
+    from translator.config import ConfigError
+
+    try:
+        saved = ctx.run.load_config() if ctx.run.config_file.is_file() else ctx.config
+    except ConfigError:
+        saved = ctx.config  # an unreadable config.yaml is replaced by the one that was just used
+    sections = {name: getattr(ctx.config, name) for name in STAGE_SECTIONS[stage]}
+    ctx.run.save_config(dataclasses.replace(saved, name=ctx.config.name, **sections))
 
 
 # -- prepare ---------------------------------------------------------------------------------------

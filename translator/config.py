@@ -315,6 +315,17 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        name = self.name
+        _check(isinstance(name, str) and name.strip() != "", "name", "must be a non-empty string")
+        parts = Path(name).parts
+        _check(
+            not Path(name).is_absolute() and ".." not in parts and not name.startswith("~"),
+            "name",
+            f"{name!r} would put the run directory outside runs/; use a plain name such as "
+            "'de-en-lstm' (or give --run-dir explicitly)",
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

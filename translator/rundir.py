@@ -17,6 +17,9 @@ Nothing here imports TensorFlow, so the command line can check a run directory b
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from translator.config import Config, ConfigError, config_from_dict, save_config
@@ -26,6 +29,10 @@ SPLITS = ("train", "valid", "test")
 
 class ModelNotFoundError(FileNotFoundError):
     """A run directory has no trained model (yet)."""
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process holds the run directory's writer lock."""
 
 
 class RunDir:
@@ -108,6 +115,43 @@ class RunDir:
 
     def stage_marker(self, stage: str) -> Path:
         return self.path / "stages" / f"{stage}.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the run directory's writer lock for the `with` block.
+
+        One writer at a time: a stage or `run` takes this lock; readers (`translate`, `evaluate`,
+        `bench`) need none, since every artifact is written atomically. It is an OS lock on
+        `.lock` (`flock`), released when the process ends however it ends, so a killed run never
+        leaves a stale lock. A second writer gets :class:`RunDirBusyError` at once, naming the
+        holder's PID.
+        """
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.lock_file, "a+", encoding="utf-8")  # noqa: SIM115 (closed on release)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunDirBusyError(
+                f"{self.path} is in use by another translator process (PID {holder}); wait for "
+                "it to finish, or give another --run-dir"
+            ) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield self
+        finally:
+            f.close()  # releases the lock
 
     # -- config and state ---------------------------------------------------------------------
     def load_config(self) -> Config:
