@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -15,8 +16,17 @@ from translator.pipelines.stages import STAGES, Context, StageError, run_stages 
 from translator.config import ConfigError, load_config  # noqa: E402
 from translator.data.corpus import CorpusError  # noqa: E402
 from translator.rundir import RunDirBusyError  # noqa: E402
+from translator.translate_file import OutputError  # noqa: E402
 
-USER_ERRORS = (ConfigError, CorpusError, StageError, RunDirBusyError, FileNotFoundError, ValueError)
+USER_ERRORS = (
+    ConfigError,
+    CorpusError,
+    StageError,
+    RunDirBusyError,
+    OutputError,
+    FileNotFoundError,
+    ValueError,
+)
 
 
 def _context(args) -> Context:
@@ -78,32 +88,47 @@ def cmd_translate(args) -> int:
     from translator.rundir import RunDir
     from translator.translate_file import translate_stream
 
-    RunDir(args.run_dir).require_trained()  # fails fast, before TensorFlow is imported
+    # Everything is checked before TensorFlow and the model load (seconds).
+    run = RunDir(args.run_dir).require_trained()
+    options = {k: v for k, v in _decode_options(args).items() if v is not None}
+    dataclasses.replace(run.load_config().decode, **options)  # ConfigError naming the option
+    if args.input and Path(args.input).is_dir():
+        raise ValueError(f"--input {args.input} is a directory; give a text file")
     if args.input and not Path(args.input).is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
+    if args.input and args.sentences:
+        raise ValueError("give sentences on the command line or --input FILE, not both")
     if args.plot_attention and (len(args.sentences) != 1 or args.input):
         raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")
+    import_tensorflow_quietly()
     from translator.translate import Translator
 
-    translator = Translator.load(args.run_dir)
-    options = {k: v for k, v in _decode_options(args).items() if v is not None}
+    translator = Translator.load(run)
     if args.plot_attention:
         return _plot_attention(translator, args, options)
-    if args.sentences:
-        lines = args.sentences
-        return translate_stream(translator, iter(lines), sys.stdout, options)
-    if args.input:
-        source = open(args.input, encoding="utf-8")  # noqa: SIM115 (closed below)
-    else:
-        source = sys.stdin
+    if args.sentences and not args.output:
+        return translate_stream(translator, iter(args.sentences), sys.stdout, options)
+    if args.sentences:  # --output with sentences: write the file, as with --input
+        return translate_stream(
+            translator, iter(args.sentences), None, options, output_path=Path(args.output)
+        )
+    # Bytes, decoded line by line, so invalid UTF-8 is reported with its line number.
+    source = open(args.input, "rb") if args.input else sys.stdin.buffer  # noqa: SIM115
+    name = args.input or "<stdin>"
     try:
         if args.output:
             return translate_stream(
-                translator, source, None, options, output_path=Path(args.output), resume=args.resume
+                translator,
+                source,
+                None,
+                options,
+                output_path=Path(args.output),
+                resume=args.resume,
+                source_name=name,
             )
-        return translate_stream(translator, source, sys.stdout, options)
+        return translate_stream(translator, source, sys.stdout, options, source_name=name)
     finally:
-        if source is not sys.stdin:
+        if args.input:
             source.close()
 
 
@@ -165,6 +190,11 @@ def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translator", description="Recurrent seq2seq machine translation."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own log lines (also: TRANSLATOR_VERBOSE=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -228,9 +258,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that load TensorFlow; `plot` and `--help` do not.
+TENSORFLOW_COMMANDS = ("run", "prepare", "tokenize", "train", "evaluate", "translate", "bench")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow without the INFO lines its C++ start-up writes to stderr (oneDNN, CUDA
+    stubs, CPU features), which `TF_CPP_MIN_LOG_LEVEL` does not reach in TensorFlow 2.21. They come
+    back with `--verbose` or `TRANSLATOR_VERBOSE=1`."""
+    if "tensorflow" in sys.modules or os.environ.get("TRANSLATOR_VERBOSE"):
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.verbose:
+        os.environ["TRANSLATOR_VERBOSE"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     if extra:
         # `translate RUN_DIR --beam-size 5 "Satz eins." "Satz zwei."`: sentences after options.
         if args.command == "translate" and not any(e.startswith("-") for e in extra):
@@ -238,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command in TENSORFLOW_COMMANDS and args.command != "translate":
+            import_tensorflow_quietly()  # `translate` checks its arguments first
         return args.func(args)
     except USER_ERRORS as e:
         print(f"translator: error: {e}", file=sys.stderr)

@@ -34,6 +34,22 @@ def test_translator_api(tiny_run):
     assert isinstance(t.translate(very_long), str)
 
 
+def test_translate_rejects_what_is_not_text_and_bad_options(tiny_run):
+    t = Translator.load(tiny_run)
+    for bad in (None, 123, b"Das Haus.", ["Das Haus.", None]):
+        with pytest.raises(TypeError, match="string"):
+            t.translate(bad)
+    for options, key in (
+        ({"length_penalty": float("nan")}, "decode.length_penalty"),
+        ({"beam_size": 0}, "decode.beam_size"),
+        ({"batch_size": 0}, "decode.batch_size"),
+    ):
+        with pytest.raises(ValueError, match=key):
+            t.translate("Das Haus.", **options)
+    with pytest.raises(ValueError, match="n_best"):
+        t.translate_nbest("Das Haus.", beam_size=2, n_best=3)
+
+
 def test_load_without_a_model_says_which_stage(tmp_path):
     with pytest.raises(ModelNotFoundError, match="train"):
         Translator.load(tmp_path)

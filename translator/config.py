@@ -241,6 +241,17 @@ class TrainConfig:
             "must be at least 1 (or null: the whole training set)",
         )
         _check(0.0 <= self.label_smoothing < 1.0, p + "label_smoothing", "must be in [0, 1)")
+        _check(self.max_batch_size >= 1, p + "max_batch_size", "must be at least 1")
+        _check(self.patience >= 1, p + "patience", "must be at least 1")
+        _check(_finite(self.clip_norm) and self.clip_norm >= 0, p + "clip_norm", "must be >= 0")
+        _check(
+            self.max_minutes is None or (_finite(self.max_minutes) and self.max_minutes > 0),
+            p + "max_minutes",
+            "must be a positive number of minutes (or null: no time budget)",
+        )
+        for key in ("steps_per_epoch", "valid_bleu_pairs"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, p + key, "must be at least 1 (or null)")
 
 
 @dataclass
@@ -463,14 +474,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         overrides: `section.key=value` strings applied after loading.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a YAML config file, e.g. configs/tiny.yaml")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid UTF-8: {e}") from None
+    if not values:
+        raise ConfigError(
+            f"{path}: empty config; a config sets at least one section (see configs/)"
+        )
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     values.setdefault("name", _default_name(path))

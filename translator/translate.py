@@ -81,7 +81,7 @@ class Translator:
         src_tok = load_tokenizer(run.tokenizers, kind, "src")
         tgt_tok = load_tokenizer(run.tokenizers, kind, "tgt")
         path = run.path / model_file if model_file else run.model_file
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
         return cls(model, src_tok, tgt_tok, config.decode)
 
     def settings(self, **overrides) -> DecodeConfig:

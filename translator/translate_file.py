@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
+
+from tqdm import tqdm
+
+from translator.data.corpus import CorpusError, decode_line
 
 CHUNK_LINES = 2000
+
+
+class OutputError(OSError):
+    """The translations cannot be written (a full disk, no permission); names the file."""
+
+
+def read_source_lines(source: BinaryIO | Iterator[str], name: str) -> Iterator[str]:
+    """Lines without their endings from text, or from bytes decoded as UTF-8 (`CorpusError`
+    naming `name` and the line for invalid UTF-8; a byte-order mark opening the input is dropped)."""
+    for lineno, line in enumerate(source, start=1):
+        if isinstance(line, bytes):
+            line = decode_line(line, name, lineno)
+        elif lineno == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        yield line.rstrip("\r\n")
 
 
 def _format(per_input, index: int, n_best: int) -> str:
@@ -45,6 +65,7 @@ def translate_stream(
     output_path: Path | None = None,
     resume: bool = False,
     chunk_lines: int = CHUNK_LINES,
+    source_name: str = "<stdin>",
 ) -> int:
     """Translate lines from `source` chunk by chunk; one output line per input (n_best lines each).
 
@@ -52,19 +73,25 @@ def translate_stream(
     Progress goes to stderr.
     """
     n_best = options.get("n_best") or translator.decode.n_best
+    name = str(output_path) if output_path is not None else "standard output"
     skip = 0
-    if output_path is not None:
-        if resume and output_path.is_file():
-            skip = _lines_done(output_path, n_best)
-            print(f"resuming: {skip} inputs already translated in {output_path}", file=sys.stderr)
-        output_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(output_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
-    else:
-        out = sink
-    lines = (line.rstrip("\r\n") for line in source)
-    lines = itertools.islice(lines, skip, None)
+    if output_path is not None and resume and output_path.is_file():
+        skip = _lines_done(output_path, n_best)
+        print(f"resuming: {skip} inputs already translated in {output_path}", file=sys.stderr)
+    lines = itertools.islice(read_source_lines(source, source_name), skip, None)
     done, t0 = skip, time.time()
+    progress = tqdm(
+        desc="translated",
+        unit=" lines",
+        initial=skip,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),  # a log file gets the summary line only
+    )
+    out = sink
     try:
+        if output_path is not None:
+            output_path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(output_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
         while True:
             chunk = list(itertools.islice(lines, chunk_lines))
             if not chunk:
@@ -78,16 +105,28 @@ def translate_stream(
             out.write("".join(_format(r, done + i, n_best) for i, r in enumerate(results)))
             out.flush()
             done += len(chunk)
-            rate = (done - skip) / max(time.time() - t0, 1e-9)
-            print(
-                f"\rtranslated {done} lines ({rate:.1f} lines/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-    finally:
+            progress.update(len(chunk))
         if output_path is not None:
             out.close()
-    if done > skip:
-        print(file=sys.stderr)
+    except OSError as e:
+        raise OutputError(
+            f"{name}: cannot write the translations ({e.strerror or e}); it holds the first "
+            f"{done} complete inputs only"
+        ) from None
+    except CorpusError as e:
+        hint = " (fix the input, then rerun with --resume)" if output_path is not None else ""
+        raise CorpusError(
+            f"{e}; the {done} lines before it are translated in {name}{hint}"
+        ) from None
+    finally:
+        progress.close()
+        if output_path is not None and out is not None and not out.closed:
+            with contextlib.suppress(OSError):
+                out.close()
+    seconds = max(time.time() - t0, 1e-9)
+    print(
+        f"translated {done} lines ({done - skip} in {seconds:.1f} s, "
+        f"{(done - skip) / seconds:.1f} lines/s)",
+        file=sys.stderr,
+    )
     return 0

@@ -49,13 +49,19 @@ def _open_text(path: Path):
     return open(path, "rb")
 
 
-def _decode_line(raw: bytes, path: Path, lineno: int) -> str:
+def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
+    """One line of a UTF-8 file as text (a byte-order mark opening line 1 is dropped).
+
+    Raises:
+        CorpusError: `PATH:LINE: invalid UTF-8 ...`.
+    """
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CorpusError(
             f"{path}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})"
         ) from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -66,7 +72,7 @@ def read_lines(path: str | Path) -> list[str]:
     lines = []
     with _open_text(path) as f:
         for lineno, raw in enumerate(f, start=1):
-            lines.append(_decode_line(raw, path, lineno).rstrip("\r\n"))
+            lines.append(decode_line(raw, path, lineno).rstrip("\r\n"))
     return lines
 
 
@@ -96,7 +102,7 @@ def read_tsv(
     pairs = []
     with _open_text(path) as f:
         for lineno, raw in enumerate(f, start=1):
-            line = _decode_line(raw, path, lineno).rstrip("\r\n")
+            line = decode_line(raw, path, lineno).rstrip("\r\n")
             if not line.strip():
                 continue
             fields = line.split("\t")
@@ -133,6 +139,14 @@ def read_tfds(
     """
     import tensorflow_datasets as tfds
 
+    builder = name.split("/")[0].split(":")[0]
+    known = tfds.list_builders()
+    if builder not in known:
+        import difflib
+
+        close = difflib.get_close_matches(builder, known, n=5, cutoff=0.5)
+        hint = f"; closest names: {', '.join(close)}" if close else ""
+        raise CorpusError(f"data.corpus: TFDS has no dataset {builder!r}{hint}")
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # TFDS raises several types for a missing dataset

@@ -7,6 +7,7 @@ Where it writes (see :class:`~translator.rundir.RunDir`): `checkpoints/last.kera
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import keras
@@ -103,7 +104,7 @@ def train(
 
     state = TrainState.load(run.train_state, fingerprint) if run.last_checkpoint.is_file() else None
     if state is not None:
-        model = keras.saving.load_model(run.last_checkpoint, compile=True)
+        model = keras.saving.load_model(run.last_checkpoint, compile=True, safe_mode=True)
         print(f"resuming from {run.last_checkpoint} after epoch {state.epoch}", flush=True)
     else:
         state = TrainState(fingerprint)
@@ -140,7 +141,8 @@ def train(
             validation_steps=valid_data.steps_per_pass(),
             shuffle=False,
             callbacks=callbacks,
-            verbose=verbose,
+            # The progress bar on a terminal; one line per epoch in a log file or pipe.
+            verbose=(1 if sys.stdout.isatty() else 2) if verbose else 0,
         )
     if not state.stop_reason:
         state.stop_reason = f"reached train.epochs={tc.epochs}"

@@ -1,0 +1,93 @@
+"""Bad input through the CLI: one clear line, exit code 2, nothing passed off as complete; and a
+quiet command line (no TensorFlow start-up lines, no progress-bar frames in a log)."""
+
+import subprocess
+import sys
+
+from ..conftest import ROOT, TINY
+from .helpers import cli
+
+
+def _clean_error(r, *fragments):
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.startswith("translator: error:"), r.stderr
+    for fragment in fragments:
+        assert str(fragment) in r.stderr, (fragment, r.stderr)
+
+
+def test_decoding_options_are_checked_before_the_model_loads(tiny_run):
+    _clean_error(
+        cli("translate", tiny_run, "x", "--length-penalty", "nan"), "decode.length_penalty"
+    )
+    _clean_error(cli("translate", tiny_run, "x", "--beam-size", "0"), "decode.beam_size")
+    _clean_error(cli("translate", tiny_run, "x", "--beam-size", "2", "--n-best", "3"), "n_best")
+
+
+def test_input_and_output_problems_are_one_line_errors(tiny_run, tmp_path):
+    _clean_error(cli("translate", tiny_run, "--input", tmp_path), str(tmp_path), "directory")
+    # Invalid UTF-8 on stdin: the line is named, and the output file keeps the complete inputs only.
+    out = tmp_path / "out.txt"
+    r = subprocess.run(
+        [sys.executable, "-m", "translator.pipelines.cli", "translate", str(tiny_run)]
+        + ["--output", str(out)],
+        input=b"Das Haus.\n\xff\xfe kaputt\n",
+        capture_output=True,
+        timeout=600,
+    )
+    r = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+    _clean_error(r, "<stdin>:2: invalid UTF-8", str(out))
+    # An output that cannot be written: a full disk, a path under a file.
+    _clean_error(cli("translate", tiny_run, "Das Haus.", "--output", "/dev/full"), "/dev/full")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    _clean_error(cli("translate", tiny_run, "Das Haus.", "--output", blocker / "out.txt"), blocker)
+
+
+def test_output_with_sentences_writes_the_file(tiny_run, tmp_path):
+    out = tmp_path / "out.txt"
+    r = cli("translate", tiny_run, "Das Haus.", "Der Hund.", "--output", out)
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_sentence(tiny_run, tmp_path):
+    src = tmp_path / "bom.txt"
+    src.write_bytes("\ufeffDas Haus.\nDas Haus.\n".encode())
+    r = cli("translate", tiny_run, "--input", src)
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.splitlines()
+    assert first == second
+
+
+def test_no_tensorflow_start_up_lines_and_no_progress_frames_in_a_log(tmp_path):
+    r = cli("run", TINY, "--run-dir", tmp_path / "run", "--set", "train.epochs=1", cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for noise in ("I0000", "oneDNN", "cuda", "absl::InitializeLog"):
+        assert noise not in r.stderr and noise not in r.stdout, noise
+    assert "\r" not in r.stdout
+    assert "epoch 1:" in r.stdout
+    r = cli("--verbose", "translate", tmp_path / "run", "Das Haus.")
+    assert r.returncode == 0 and "oneDNN" in r.stderr
+
+
+def test_config_file_problems_are_one_line_errors(tmp_path):
+    _clean_error(cli("prepare", tmp_path), str(tmp_path), "directory")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    _clean_error(cli("prepare", empty), "empty config")
+    for override, key in (
+        ("train.max_minutes=-5", "train.max_minutes"),
+        ("train.patience=0", "train.patience"),
+        ("decode.length_penalty=.nan", "decode.length_penalty"),
+    ):
+        _clean_error(cli("prepare", TINY, "--set", override), key)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbf" + TINY.read_bytes())
+    r = cli("prepare", bom, "--run-dir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_unknown_tfds_name_is_one_short_line_with_the_closest_names(tmp_path):
+    r = cli("prepare", TINY, "--set", "data.corpus=tfds:ted_hrlr_translat/pt_to_en")
+    _clean_error(r, "ted_hrlr_translat", "closest names: ted_hrlr_translate")
+    assert len(r.stderr.splitlines()) == 1
