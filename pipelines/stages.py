@@ -25,7 +25,14 @@ from translator.data.corpus import (
     split_pairs,
     write_tsv,
 )
-from translator.io import atomic_write_json, atomic_write_text, file_digest, fingerprint, read_json
+from translator.io import (
+    ArtifactError,
+    atomic_write_json,
+    atomic_write_text,
+    file_digest,
+    fingerprint,
+    read_json,
+)
 from translator.rundir import SPLITS, RunDir
 
 STAGES = ("prepare", "tokenize", "train", "evaluate")
@@ -107,7 +114,17 @@ def training_fingerprint(ctx: Context) -> str:
 
 def _fingerprint_of(ctx: Context, stage: str) -> str | None:
     marker = ctx.run.stage_marker(stage)
-    return read_json(marker)["fingerprint"] if marker.is_file() else None
+    return _read_marker(marker, stage).get("fingerprint") if marker.is_file() else None
+
+
+def _read_marker(marker: Path, stage: str) -> dict:
+    saved = read_json(
+        marker,
+        f"delete it to run the {stage} stage again (the stages after it then run again too)",
+    )
+    if not isinstance(saved, dict):
+        raise ArtifactError(f"{marker} is not a stage record; delete it to run {stage} again")
+    return saved
 
 
 def _model_digest(ctx: Context) -> str | None:
@@ -152,7 +169,7 @@ def run_stage(ctx: Context, stage: str) -> dict:
     fp = _stage_fingerprint(ctx, stage)
     marker = ctx.run.stage_marker(stage)
     if not ctx.force and marker.is_file() and _outputs_exist(ctx, stage):
-        saved = read_json(marker)
+        saved = _read_marker(marker, stage)
         if saved.get("fingerprint") == fp:
             ctx.log(f"[{stage}] skipped: up to date (use --force to rerun)")
             return {**saved.get("summary", {}), "skipped": True}
@@ -227,7 +244,9 @@ def prepare(ctx: Context) -> dict:
     ctx.log(
         f"[prepare] train {summary['train_pairs']} pairs (dropped {d_train['empty']} empty, "
         f"{d_train['too_long']} longer than {d.max_words} words, {report.malformed} malformed lines skipped), "
-        f"valid {summary['valid_pairs']}, test {summary['test_pairs']}"
+        f"valid {summary['valid_pairs']} (dropped {summary['valid_dropped']['empty']} empty), "
+        f"test {summary['test_pairs']} (dropped {summary['test_dropped']['empty']} empty); "
+        f"details in {ctx.run.data_stats}"
     )
     atomic_write_json(ctx.run.data_stats, summary)
     return summary
@@ -302,6 +321,7 @@ def train(ctx: Context) -> dict:
         load_split(ctx.run_dir, "valid"),
         training_fingerprint(ctx),
         verbose=ctx.verbose,
+        from_scratch=ctx.force,
     )
     ctx.log(
         f"[train] {result.epochs} epochs in {result.elapsed_seconds / 60:.1f} min ({result.stop_reason}); "

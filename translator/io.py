@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 
+class ArtifactError(ValueError):
+    """A file of a run directory exists but cannot be used; the message names it, says what is
+    wrong with it and what to do."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`.
@@ -48,8 +53,12 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | Path, what_to_do: str = "delete it or restore it from a backup") -> Any:
+    """The JSON in `path`; `ArtifactError` naming the file if it is not readable JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path} is corrupt (not readable JSON: {e}); {what_to_do}") from None
 
 
 def fingerprint(*parts: Any) -> str:

@@ -7,6 +7,7 @@ RUN_DIR/
   data/{train,valid,test}.tsv, data/stats.json
   tokenizers/{src,tgt}.{model|json}
   checkpoints/last.keras   weights + optimizer state after the last epoch; state.json beside it
+  checkpoints/previous.keras, previous.json   the epoch before, kept until the next is whole
   model.keras              the best model
   logs/metrics.csv, logs/learning_curve.png, logs/tensorboard/
   eval/                    the evaluate stage's hypotheses and scores; eval/cache/ (hypothesis cache)
@@ -96,6 +97,15 @@ class RunDir:
     @property
     def train_state(self) -> Path:
         return self.checkpoints / "state.json"
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        """The checkpoint of the epoch before `last_checkpoint` (kept until a newer one is whole)."""
+        return self.checkpoints / "previous.keras"
+
+    @property
+    def previous_train_state(self) -> Path:
+        return self.checkpoints / "previous.json"
 
     @property
     def logs(self) -> Path:

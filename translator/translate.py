@@ -70,9 +70,7 @@ class Translator:
     def load(cls, run_dir: str | Path | RunDir, model_file: str | None = None) -> Translator:
         """Load config, tokenizers and the best model (or `model_file`, a path inside the run
         directory) from a run directory."""
-        import keras
-
-        import translator.models  # noqa: F401  (registers the custom layers for loading)
+        from translator.models.saving import load_model
 
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         run.require_trained()
@@ -81,7 +79,11 @@ class Translator:
         src_tok = load_tokenizer(run.tokenizers, kind, "src")
         tgt_tok = load_tokenizer(run.tokenizers, kind, "tgt")
         path = run.path / model_file if model_file else run.model_file
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = load_model(
+            path,
+            what_to_do=f"restore it, or train again: translator train CONFIG --run-dir {run.path} "
+            "--force",
+        )
         return cls(model, src_tok, tgt_tok, config.decode)
 
     def settings(self, **overrides) -> DecodeConfig:

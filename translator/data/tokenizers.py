@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from translator.io import atomic_path, atomic_write_json
+from translator.io import ArtifactError, atomic_path, atomic_write_json
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -256,4 +256,11 @@ def load_tokenizer(directory: str | Path, kind: str, side: str) -> Tokenizer:
     path = tokenizer_path(directory, kind, side)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer not found: {path}; run the `tokenize` stage first")
-    return TOKENIZERS[kind].load(path)
+    try:
+        return TOKENIZERS[kind].load(path)
+    except Exception as e:  # SentencePiece, JSON and type errors all mean "not a tokenizer"
+        raise ArtifactError(
+            f"{path} is not a readable {kind} tokenizer ({type(e).__name__}: "
+            f"{str(e).strip()[:200]}); run the tokenize stage again (translator tokenize CONFIG "
+            "--run-dir RUN_DIR --force), which also retrains the model"
+        ) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,15 +23,10 @@ from pathlib import Path
 import keras
 
 from translator.evaluation.metrics import bleu
-from translator.io import atomic_path, atomic_write_text
+from translator.io import atomic_write_text
+from translator.models.saving import save_model
 from translator.plots import plot_learning_curves
 from translator.training.state import METRIC_COLUMNS, TrainState
-
-
-def save_model(model: keras.Model, path: Path) -> None:
-    """Save a `.keras` file atomically."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
 
 
 def write_metrics(log_dir: Path, history: list[dict]) -> None:
@@ -141,23 +137,30 @@ class BestModel(keras.callbacks.Callback):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """After each epoch: the epoch's row into the history, then `last.keras` (weights and optimizer
-    state), then `state.json` that points at it, then `metrics.csv` and the learning curve, each
-    written atomically. A kill between two writes resumes one epoch back at worst, never from a
-    state without its weights."""
+    """After each epoch: the epoch's row into the history; the previous checkpoint pair
+    (`last.keras`, `state.json`) becomes (`previous.keras`, `previous.json`); then the new
+    `last.keras` (weights and optimizer state) and the `state.json` that describes it; then
+    `metrics.csv` and the learning curve. Every file is written atomically, and the previous pair is
+    kept until the new one is whole, so a kill at any point, or a damaged latest checkpoint, resumes
+    from a whole epoch (see `trainer.resume`)."""
 
-    def __init__(self, state: TrainState, last: Path, state_file: Path, logs_dir: Path):
+    def __init__(self, state: TrainState, run):
         super().__init__()
-        self.state, self.last, self.state_file, self.logs_dir = state, last, state_file, logs_dir
+        self.state, self.run = state, run
 
     def on_epoch_end(self, epoch, logs=None):
+        run = self.run
         row = {k: logs.get(k) for k in METRIC_COLUMNS}
         row["epoch"] = epoch + 1
         self.state.history.append(row)
         self.state.epoch = epoch + 1
-        save_model(self.model, self.last)
-        self.state.save(self.state_file)
-        write_metrics(self.logs_dir, self.state.history)
+        self.state.optimizer_steps = int(self.model.optimizer.iterations.numpy())
+        if run.last_checkpoint.is_file() and run.train_state.is_file():
+            os.replace(run.train_state, run.previous_train_state)
+            os.replace(run.last_checkpoint, run.previous_checkpoint)
+        save_model(self.model, run.last_checkpoint)
+        self.state.save(run.train_state)
+        write_metrics(run.logs, self.state.history)
         print(
             f"epoch {epoch + 1}: val_bleu {row['val_bleu']:.2f} (best {self.state.best_bleu:.2f} "
             f"at epoch {self.state.best_epoch}), {row['train_tokens_per_s']:.0f} target tokens/s, "

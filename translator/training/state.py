@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from translator.io import atomic_write_json, read_json
+from translator.io import ArtifactError, atomic_write_json, read_json
 
 METRIC_COLUMNS = [
     "epoch",
@@ -43,16 +43,22 @@ class TrainState:
     elapsed_seconds: float = 0.0
     stop_reason: str | None = None
     history: list[dict] = field(default_factory=list)
+    # The optimizer's step count in the checkpoint this state describes (None in states written
+    # before it was recorded): pairs a state with its checkpoint after a crash between writes.
+    optimizer_steps: int | None = None
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> TrainState | None:
         """The saved state if it exists and has this fingerprint, else None."""
         if not path.is_file():
             return None
-        saved = read_json(path)
-        if saved.get("fingerprint") != fingerprint:
+        saved = read_json(path)  # ArtifactError naming the file when it is corrupt
+        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
             return None
-        return cls(**{k: saved[k] for k in cls.__dataclass_fields__ if k in saved})
+        try:
+            return cls(**{k: saved[k] for k in cls.__dataclass_fields__ if k in saved})
+        except TypeError as e:
+            raise ArtifactError(f"{path} is not a training state ({e})") from None
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, asdict(self))

@@ -16,7 +16,9 @@ from translator.config import Config
 from translator.data.batching import BucketedDataset
 from translator.data.corpus import Pair
 from translator.data.tokenizers import Tokenizer
+from translator.io import ArtifactError
 from translator.models import build_model, compile_model
+from translator.models.saving import load_model, save_model
 from translator.rundir import RunDir
 from translator.training.callbacks import (
     BestModel,
@@ -24,7 +26,6 @@ from translator.training.callbacks import (
     Throughput,
     TimeBudget,
     ValidationBLEU,
-    save_model,
 )
 from translator.training.state import TrainState
 from translator.translate import Translator
@@ -67,6 +68,49 @@ def _finished(cfg: Config, state: TrainState) -> str | None:
     return None
 
 
+def resume(run: RunDir, fingerprint: str) -> tuple[TrainState, keras.Model, object] | None:
+    """The newest checkpoint to resume from: `(state, compiled model, its path)`, or None.
+
+    A state (`state.json`, then `previous.json`) counts if it is readable and has `fingerprint`;
+    it is paired with the checkpoint (`last.keras`, then `previous.keras`) whose optimizer step
+    count it recorded, so a kill between two writes or a damaged file falls back to the epoch
+    before, with a warning.
+
+    Raises:
+        ArtifactError: checkpoints exist for this run but none of them can be loaded.
+    """
+    states = []
+    for path in (run.train_state, run.previous_train_state):
+        try:
+            state = TrainState.load(path, fingerprint)
+        except ArtifactError as e:
+            print(f"warning: {e}", flush=True)
+            continue
+        if state is not None:
+            states.append(state)
+    problems = []
+    for state in sorted(states, key=lambda st: -st.epoch):
+        for path in (run.last_checkpoint, run.previous_checkpoint):
+            if not path.is_file():
+                continue
+            try:
+                model = load_model(path, compile=True)
+            except ArtifactError as e:
+                problems.append(str(e))
+                continue
+            steps = int(model.optimizer.iterations.numpy())
+            if state.optimizer_steps is None or state.optimizer_steps == steps:
+                for problem in dict.fromkeys(problems):
+                    print(f"warning: {problem}; resuming from {path} instead", flush=True)
+                return state, model, path
+    if states and problems:
+        raise ArtifactError(
+            f"no checkpoint in {run.checkpoints} can be resumed ({'; '.join(problems)}); "
+            "rerun with --force to train from scratch"
+        )
+    return None
+
+
 def train(
     cfg: Config,
     run: RunDir,
@@ -76,11 +120,13 @@ def train(
     valid_pairs: list[Pair],
     fingerprint: str,
     verbose: int = 1,
+    from_scratch: bool = False,
 ) -> TrainResult:
     """Train (or resume training) a model and keep the best one by validation BLEU.
 
     If `run.train_state` exists with the same `fingerprint` (same data, tokenizers and config),
-    training continues from `run.last_checkpoint`, with its optimizer state, at the next epoch.
+    training continues from the newest whole checkpoint (see :func:`resume`), with its optimizer
+    state, at the next epoch; `from_scratch` ignores the checkpoints.
     """
     keras.utils.set_random_seed(cfg.train.seed)
     tc = cfg.train
@@ -102,10 +148,12 @@ def train(
     )
     bleu_pairs = valid_pairs[: tc.valid_bleu_pairs] if tc.valid_bleu_pairs else valid_pairs
 
-    state = TrainState.load(run.train_state, fingerprint) if run.last_checkpoint.is_file() else None
-    if state is not None:
-        model = keras.saving.load_model(run.last_checkpoint, compile=True, safe_mode=True)
-        print(f"resuming from {run.last_checkpoint} after epoch {state.epoch}", flush=True)
+    found = None if from_scratch else resume(run, fingerprint)
+    if from_scratch and run.last_checkpoint.is_file():
+        print(f"--force: training from scratch; the checkpoints in {run.checkpoints} are replaced")
+    if found is not None:
+        state, model, path = found
+        print(f"resuming from {path} after epoch {state.epoch}", flush=True)
     else:
         state = TrainState(fingerprint)
         model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tc.seed)
@@ -126,7 +174,7 @@ def train(
         ValidationBLEU(translator, [p.src for p in bleu_pairs], [p.tgt for p in bleu_pairs]),
         BestModel(state, run.model_file, tc.patience),
         keras.callbacks.TensorBoard(str(run.logs / "tensorboard"), write_graph=False),
-        Checkpoint(state, run.last_checkpoint, run.train_state, run.logs),
+        Checkpoint(state, run),
     ]
     if state.epoch < tc.epochs:
         # The shuffle seed moves on with the epoch count, so a resumed run continues with new
