@@ -148,6 +148,9 @@ def train(
     )
     bleu_pairs = valid_pairs[: tc.valid_bleu_pairs] if tc.valid_bleu_pairs else valid_pairs
 
+    # Temporary files of writes that a kill interrupted (they are never read).
+    for leftover in [*run.checkpoints.glob(".*.tmp*"), *run.path.glob(".model.keras.*.tmp*")]:
+        leftover.unlink(missing_ok=True)
     found = None if from_scratch else resume(run, fingerprint)
     if from_scratch and run.last_checkpoint.is_file():
         print(f"--force: training from scratch; the checkpoints in {run.checkpoints} are replaced")
