@@ -8,6 +8,7 @@ fingerprint is unchanged and its outputs exist, the stage is skipped (unless for
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,13 @@ STAGE_SECTIONS = {
     "train": ("model", "train"),
     "evaluate": ("decode", "eval"),
 }
+
+
+def _progress(items, desc: str, unit: str):
+    """`items` with a progress bar and counts on a terminal (nothing in a log file)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit=f" {unit}", file=sys.stderr, disable=not sys.stderr.isatty())
 
 
 class StageError(RuntimeError):
@@ -211,9 +219,10 @@ def prepare(ctx: Context) -> dict:
     d = cfg.data
     report = ReadReport()
     raw = {split: read_split(d, split, report) for split in SPLITS}
-    train, train_report = clean(raw["train"], d.max_words)
+    train, train_report = clean(_progress(raw["train"], "[prepare] cleaning", "pairs"), d.max_words)
     summary: dict = {
         "malformed_skipped": report.malformed,
+        "blank_lines_skipped": report.blank,
         "train_dropped": dataclasses.asdict(train_report),
     }
     if raw["valid"] is None or raw["test"] is None:
@@ -243,7 +252,7 @@ def prepare(ctx: Context) -> dict:
     d_train = summary["train_dropped"]
     ctx.log(
         f"[prepare] train {summary['train_pairs']} pairs (dropped {d_train['empty']} empty, "
-        f"{d_train['too_long']} longer than {d.max_words} words, {report.malformed} malformed lines skipped), "
+        f"{d_train['too_long']} longer than {d.max_words} words, {report.malformed} malformed and {report.blank} blank lines skipped), "
         f"valid {summary['valid_pairs']} (dropped {summary['valid_dropped']['empty']} empty), "
         f"test {summary['test_pairs']} (dropped {summary['test_dropped']['empty']} empty); "
         f"details in {ctx.run.data_stats}"
@@ -282,9 +291,11 @@ def tokenize(ctx: Context) -> dict:
             seed=ctx.config.train.seed,
         )
         save_tokenizer(tok, ctx.run.tokenizers, side)
-        lengths = [len(ids) for ids in tok.encode_batch(texts)]
+        encoded = tok.encode_batch(_progress(texts, f"[tokenize] encoding {side}", "sentences"))
+        lengths = [len(ids) for ids in encoded]
         summary[f"{side}_vocab_size"] = tok.vocab_size
         summary[f"{side}_mean_tokens"] = round(sum(lengths) / len(lengths), 2)
+        summary[f"{side}_max_tokens"] = max(lengths)
     ctx.log(
         f"[tokenize] {t.type}: source vocabulary {summary['src_vocab_size']} "
         f"({summary['src_mean_tokens']} tokens/sentence), target vocabulary {summary['tgt_vocab_size']} "

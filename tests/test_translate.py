@@ -111,3 +111,18 @@ def test_old_translate_keywords_still_work_with_a_deprecation_warning():
     assert old == translator.translate_nbest("das auto ist rot", n_best=1)
     with pytest.raises(ValueError, match="attention is none"), pytest.warns(DeprecationWarning):
         _translator(attention="none").translate("das auto ist rot", return_attention=True)
+
+
+def test_warnings_a_user_wants(tiny_run):
+    from translator.decoding.search import Hypothesis
+
+    t = Translator.load(tiny_run)
+    assert t.max_train_src_tokens and t.max_train_src_tokens > 5
+    # A search that ends every sentence at once (a test double of the searcher).
+    t.searcher.search = lambda src, *args, **kwargs: [[Hypothesis([], -1.0)] for _ in src]
+    with pytest.warns(UserWarning, match="1 of 1 sentences were translated to an empty string"):
+        t.translate(["Das Haus ist alt.", ""])
+    t = Translator.load(tiny_run)
+    very_long = " ".join(["Das Auto steht in der Garage und der Hund schläft."] * 40)
+    with pytest.warns(UserWarning, match="much longer than any seen in training"):
+        t.translate(very_long)

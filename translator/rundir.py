@@ -126,6 +126,17 @@ class RunDir:
     def stage_marker(self, stage: str) -> Path:
         return self.path / "stages" / f"{stage}.json"
 
+    def stage_summary(self, stage: str) -> dict:
+        """What a finished stage recorded about itself (`{}` if it has not run or is unreadable)."""
+        import json
+
+        try:
+            return json.loads(self.stage_marker(stage).read_text(encoding="utf-8")).get(
+                "summary", {}
+            )
+        except (OSError, ValueError, AttributeError):
+            return {}
+
     @property
     def lock_file(self) -> Path:
         return self.path / ".lock"

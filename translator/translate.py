@@ -65,6 +65,8 @@ class Translator:
         self.tgt_tokenizer = tgt_tokenizer
         self.decode = decode or DecodeConfig()
         self.searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
+        # The longest training source in tokens, when known: much longer inputs get a warning.
+        self.max_train_src_tokens: int | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path | RunDir, model_file: str | None = None) -> Translator:
@@ -84,7 +86,17 @@ class Translator:
             what_to_do=f"restore it, or train again: translator train CONFIG --run-dir {run.path} "
             "--force",
         )
-        return cls(model, src_tok, tgt_tok, config.decode)
+        saved = getattr(model, "config", None)
+        if saved is not None and saved != config.model:
+            warnings.warn(
+                f"{run.config_file} describes another model than {path} (model sections differ); "
+                "translating with the model as saved",
+                UserWarning,
+                stacklevel=2,
+            )
+        translator = cls(model, src_tok, tgt_tok, config.decode)
+        translator.max_train_src_tokens = run.stage_summary("tokenize").get("src_max_tokens")
+        return translator
 
     def settings(self, **overrides) -> DecodeConfig:
         """The default decoding settings with the given (non-None) overrides, validated."""
@@ -123,7 +135,30 @@ class Translator:
             )
             for i, h in zip(idx, hyps, strict=True):
                 results[i] = h
+        self._warn_about(encoded, results)
         return results
+
+    def _warn_about(self, encoded: list[list[int]], results: list[list[Hypothesis]]) -> None:
+        """Warnings a user would want: empty translations of real sentences, and inputs much
+        longer than any sentence the model was trained on."""
+        empty = sum(1 for ids, h in zip(encoded, results, strict=True) if ids and not h[0].tokens)
+        if empty:
+            real = sum(1 for ids in encoded if ids)
+            warnings.warn(
+                f"{empty} of {real} sentences were translated to an empty string (the search "
+                "ended at once); a larger beam, decode.min_output_length or more training may help",
+                UserWarning,
+                stacklevel=3,
+            )
+        limit = self.max_train_src_tokens
+        long = [len(ids) for ids in encoded if limit and len(ids) > 2 * limit]
+        if long:
+            warnings.warn(
+                f"{len(long)} sentences are much longer than any seen in training ({max(long)} "
+                f"tokens; the longest training sentence has {limit}); expect poor translations",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def translate(
         self,

@@ -91,3 +91,18 @@ def test_an_unknown_tfds_name_is_one_short_line_with_the_closest_names(tmp_path)
     r = cli("prepare", TINY, "--set", "data.corpus=tfds:ted_hrlr_translat/pt_to_en")
     _clean_error(r, "ted_hrlr_translat", "closest names: ted_hrlr_translate")
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_a_config_that_disagrees_with_its_model_is_a_warning(tiny_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["model"]["decoder"]["dropout"] = 0.5
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    r = cli("translate", run_dir, "Das Haus.")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    assert "warning:" in r.stderr and "describes another model" in r.stderr

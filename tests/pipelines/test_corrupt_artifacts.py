@@ -4,9 +4,11 @@ checkpoint, a fallback to the one before it (through the CLI, as a user meets th
 import csv
 import shutil
 
+import pytest
 from translator.pipelines.stages import Context, training_fingerprint
 
 from translator.config import load_config
+from translator.io import ArtifactError
 from translator.rundir import RunDir
 from translator.training.trainer import resume
 
@@ -68,6 +70,10 @@ def test_a_damaged_state_file_falls_back_in_process(tiny_run, tmp_path):
     state, _, path = resume(ctx.run, fp)
     # previous.json (epoch 5) pairs with previous.keras by the optimizer's step count.
     assert state.epoch == 5 and path == ctx.run.previous_checkpoint
+    # Nothing whole left: an error that says what to do, never a silent restart from epoch 1.
+    ctx.run.previous_train_state.write_text("[]]")
+    with pytest.raises(ArtifactError, match="--force"):
+        resume(ctx.run, fp)
 
 
 def test_force_trains_from_scratch_and_says_so(tiny_run, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import random
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -78,9 +79,10 @@ def read_lines(path: str | Path) -> list[str]:
 
 @dataclass
 class ReadReport:
-    """What a reader skipped."""
+    """What a reader skipped: lines without exactly one tab (with `skip_malformed`), and blank lines."""
 
     malformed: int = 0
+    blank: int = 0
 
 
 def read_tsv(
@@ -104,6 +106,8 @@ def read_tsv(
         for lineno, raw in enumerate(f, start=1):
             line = decode_line(raw, path, lineno).rstrip("\r\n")
             if not line.strip():
+                if report is not None:
+                    report.blank += 1
                 continue
             fields = line.split("\t")
             if len(fields) != 2:
@@ -178,7 +182,7 @@ class CleanReport:
     too_long: int = 0
 
 
-def clean(pairs: list[Pair], max_words: int) -> tuple[list[Pair], CleanReport]:
+def clean(pairs: Iterable[Pair], max_words: int) -> tuple[list[Pair], CleanReport]:
     """NFC-normalise, drop pairs with an empty side or a side longer than `max_words` words."""
     report = CleanReport()
     out = []

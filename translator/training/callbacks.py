@@ -17,6 +17,7 @@ import csv
 import io
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,7 +83,9 @@ class ValidationBLEU(keras.callbacks.Callback):
         self.sources, self.references = list(sources), list(references)
 
     def on_epoch_end(self, epoch, logs=None):
-        hyps = self.translator.translate(self.sources, beam_size=1)
+        with warnings.catch_warnings():  # empty outputs are expected early in training
+            warnings.simplefilter("ignore", UserWarning)
+            hyps = self.translator.translate(self.sources, beam_size=1)
         logs["val_bleu"] = bleu(hyps, self.references)
 
 

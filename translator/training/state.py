@@ -53,7 +53,9 @@ class TrainState:
         if not path.is_file():
             return None
         saved = read_json(path)  # ArtifactError naming the file when it is corrupt
-        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+        if not isinstance(saved, dict):
+            raise ArtifactError(f"{path} is not a training state (not a JSON object)")
+        if saved.get("fingerprint") != fingerprint:
             return None
         try:
             return cls(**{k: saved[k] for k in cls.__dataclass_fields__ if k in saved})

@@ -79,16 +79,15 @@ def resume(run: RunDir, fingerprint: str) -> tuple[TrainState, keras.Model, obje
     Raises:
         ArtifactError: checkpoints exist for this run but none of them can be loaded.
     """
-    states = []
+    states, problems = [], []
     for path in (run.train_state, run.previous_train_state):
         try:
             state = TrainState.load(path, fingerprint)
         except ArtifactError as e:
-            print(f"warning: {e}", flush=True)
+            problems.append(str(e))
             continue
         if state is not None:
             states.append(state)
-    problems = []
     for state in sorted(states, key=lambda st: -st.epoch):
         for path in (run.last_checkpoint, run.previous_checkpoint):
             if not path.is_file():
@@ -103,7 +102,7 @@ def resume(run: RunDir, fingerprint: str) -> tuple[TrainState, keras.Model, obje
                 for problem in dict.fromkeys(problems):
                     print(f"warning: {problem}; resuming from {path} instead", flush=True)
                 return state, model, path
-    if states and problems:
+    if problems:  # damaged files, and nothing whole to resume from: never restart silently
         raise ArtifactError(
             f"no checkpoint in {run.checkpoints} can be resumed ({'; '.join(problems)}); "
             "rerun with --force to train from scratch"
