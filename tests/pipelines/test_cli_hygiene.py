@@ -36,6 +36,9 @@ def test_input_and_output_problems_are_one_line_errors(tiny_run, tmp_path):
     )
     r = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
     _clean_error(r, "<stdin>:2: invalid UTF-8", str(out))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"Das Haus.\nDer Hund.\n\xff kaputt\n")
+    _clean_error(cli("translate", tiny_run, "--input", bad), f"{bad}:3: invalid UTF-8")
     # An output that cannot be written: a full disk, a path under a file.
     _clean_error(cli("translate", tiny_run, "Das Haus.", "--output", "/dev/full"), "/dev/full")
     blocker = tmp_path / "a-file"
