@@ -7,6 +7,9 @@ Example:
     >>> cfg = load_config("configs/tiny.yaml", overrides=["train.epochs=3"])
     >>> cfg.train.epochs
     3
+
+(Just over 500 lines: each section's fields, defaults and checks stand together, so this module is
+the config's one reference; the YAML loading at its end is small.)
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ Beam search (batch `B`, beam `K`, the model runs on `B * K` rows, row `b * K + k
 
 Ties are broken towards the lowest token id (and lowest beam), as `tf.argmax` does in greedy
 search, since `tf.math.top_k` puts the lower index first among equal values.
+
+(Just over 500 lines: the two loops, the rules they share and this description of the algorithm are
+kept in one module on purpose, so that one reading shows all of search.)
 """
 
 from __future__ import annotations
