@@ -135,30 +135,8 @@ class Translator:
             )
             for i, h in zip(idx, hyps, strict=True):
                 results[i] = h
-        self._warn_about(encoded, results)
+        _warn_about(self, encoded, results)
         return results
-
-    def _warn_about(self, encoded: list[list[int]], results: list[list[Hypothesis]]) -> None:
-        """Warnings a user would want: empty translations of real sentences, and inputs much
-        longer than any sentence the model was trained on."""
-        empty = sum(1 for ids, h in zip(encoded, results, strict=True) if ids and not h[0].tokens)
-        if empty:
-            real = sum(1 for ids in encoded if ids)
-            warnings.warn(
-                f"{empty} of {real} sentences were translated to an empty string (the search "
-                "ended at once); a larger beam, decode.min_output_length or more training may help",
-                UserWarning,
-                stacklevel=3,
-            )
-        limit = self.max_train_src_tokens
-        long = [len(ids) for ids in encoded if limit and len(ids) > 2 * limit]
-        if long:
-            warnings.warn(
-                f"{len(long)} sentences are much longer than any seen in training ({max(long)} "
-                f"tokens; the longest training sentence has {limit}); expect poor translations",
-                UserWarning,
-                stacklevel=3,
-            )
 
     def translate(
         self,
@@ -243,6 +221,29 @@ class Translator:
         if keywords.get("return_scores") or (n_best or self.decode.n_best) > 1:
             return self.translate_nbest(text, n_best=n_best, **options)
         return self.translate(text, **options)
+
+
+def _warn_about(t: Translator, encoded: list[list[int]], results: list[list[Hypothesis]]) -> None:
+    """Warnings a user would want: empty translations of real sentences, and inputs much
+    longer than any sentence the model was trained on."""
+    empty = sum(1 for ids, h in zip(encoded, results, strict=True) if ids and not h[0].tokens)
+    if empty:
+        real = sum(1 for ids in encoded if ids)
+        warnings.warn(
+            f"{empty} of {real} sentences were translated to an empty string (the search "
+            "ended at once); a larger beam, decode.min_output_length or more training may help",
+            UserWarning,
+            stacklevel=3,
+        )
+    limit = t.max_train_src_tokens
+    long = [len(ids) for ids in encoded if limit and len(ids) > 2 * limit]
+    if long:
+        warnings.warn(
+            f"{len(long)} sentences are much longer than any seen in training ({max(long)} "
+            f"tokens; the longest training sentence has {limit}); expect poor translations",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _alignments(
