@@ -27,12 +27,10 @@ from translator.data.corpus import (
     write_tsv,
 )
 from translator.io import (
-    ArtifactError,
     atomic_write_json,
     atomic_write_text,
     file_digest,
     fingerprint,
-    read_json,
 )
 from translator.rundir import SPLITS, RunDir
 
@@ -121,18 +119,7 @@ def training_fingerprint(ctx: Context) -> str:
 
 
 def _fingerprint_of(ctx: Context, stage: str) -> str | None:
-    marker = ctx.run.stage_marker(stage)
-    return _read_marker(marker, stage).get("fingerprint") if marker.is_file() else None
-
-
-def _read_marker(marker: Path, stage: str) -> dict:
-    saved = read_json(
-        marker,
-        f"delete it to run the {stage} stage again (the stages after it then run again too)",
-    )
-    if not isinstance(saved, dict):
-        raise ArtifactError(f"{marker} is not a stage record; delete it to run {stage} again")
-    return saved
+    return ctx.run.stage_record(stage).get("fingerprint")
 
 
 def _model_digest(ctx: Context) -> str | None:
@@ -177,7 +164,7 @@ def run_stage(ctx: Context, stage: str) -> dict:
     fp = _stage_fingerprint(ctx, stage)
     marker = ctx.run.stage_marker(stage)
     if not ctx.force and marker.is_file() and _outputs_exist(ctx, stage):
-        saved = _read_marker(marker, stage)
+        saved = ctx.run.stage_record(stage)
         if saved.get("fingerprint") == fp:
             ctx.log(f"[{stage}] skipped: up to date (use --force to rerun)")
             return {**saved.get("summary", {}), "skipped": True}

@@ -126,15 +126,32 @@ class RunDir:
     def stage_marker(self, stage: str) -> Path:
         return self.path / "stages" / f"{stage}.json"
 
+    def stage_record(self, stage: str) -> dict:
+        """What a finished stage recorded (`fingerprint`, `summary`); `{}` if it has not run.
+
+        Raises:
+            ArtifactError: the record exists but is damaged (named, with what to do).
+        """
+        from translator.io import ArtifactError, read_json
+
+        marker = self.stage_marker(stage)
+        if not marker.is_file():
+            return {}
+        saved = read_json(
+            marker,
+            f"delete it to run the {stage} stage again (the stages after it then run again too)",
+        )
+        if not isinstance(saved, dict):
+            raise ArtifactError(f"{marker} is not a stage record; delete it to run {stage} again")
+        return saved
+
     def stage_summary(self, stage: str) -> dict:
-        """What a finished stage recorded about itself (`{}` if it has not run or is unreadable)."""
-        import json
+        """A finished stage's summary for readers (`{}` if it has not run or is damaged)."""
+        from translator.io import ArtifactError
 
         try:
-            return json.loads(self.stage_marker(stage).read_text(encoding="utf-8")).get(
-                "summary", {}
-            )
-        except (OSError, ValueError, AttributeError):
+            return self.stage_record(stage).get("summary", {})
+        except (ArtifactError, OSError):
             return {}
 
     @property
