@@ -1,0 +1,1 @@
+"""HTTP serving of a trained model or an export: `translator serve`."""
