@@ -166,7 +166,7 @@ class _GreedyState(NamedTuple):
     out: tf.TensorArray  # tokens per step
 
 
-def _greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int, eos_id: int):
+def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int, eos_id: int):
     """Greedy decoding.
 
     Args:
@@ -233,7 +233,7 @@ class _BeamState(NamedTuple):
     done: tf.Tensor  # [B] bool
 
 
-def _beam_loop(
+def beam_loop(
     model: StepModel, src_ids, max_lengths, min_length, alpha, beam_size: int, bos_id, eos_id
 ):
     """Batched beam search (see the module docstring for the algorithm).
@@ -365,7 +365,7 @@ class Searcher:
         self.model = as_step_model(model)
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
         self._greedy = tf.function(
-            functools.partial(_greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id),
+            functools.partial(greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id),
             input_signature=_SIGNATURE,
             reduce_retracing=True,
         )
@@ -375,7 +375,7 @@ class Searcher:
         if beam_size not in self._beams:
             self._beams[beam_size] = tf.function(
                 functools.partial(
-                    _beam_loop,
+                    beam_loop,
                     self.model,
                     beam_size=beam_size,
                     bos_id=self.bos_id,

@@ -1,0 +1,464 @@
+"""Export a trained run as a string -> string TensorFlow SavedModel (`translator export`).
+
+The SavedModel stands alone: loading it needs TensorFlow and `tensorflow-text` (whose import
+registers the SentencePiece ops), not this package and not Keras::
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    model = tf.saved_model.load("exports/ding-de-en")
+    model.signatures["serving_default"](text=tf.constant(["Das Haus ist klein."]))["translation"]
+
+Everything `Translator.translate` does runs inside the graph, in the same order and with the
+same arithmetic, so that the outputs are equal string for string:
+
+1. normalise the text (Unicode NFC, runs of whitespace -> one space, stripped; lowercased when
+   the source tokenizer was trained lowercased);
+2. SentencePiece-encode it (the run's `.model` files travel as SavedModel assets);
+3. sort the non-empty sentences by length (longest first, ties in input order), cut them into
+   batches of `batch_size`, pad each batch to its longest sentence;
+4. greedy or beam search with the decode settings fixed at export (the same compiled loops as
+   :mod:`translator.decoding.search`), with `max_lengths = ceil(ratio * src_len) + extra`
+   computed in float64 as Python does;
+5. detokenise, dropping the special ids. An empty input gives an empty translation, score 0.
+
+Signatures (the batch axis N is free):
+
+- `serving_default(text: string [N])` -> `translation: string [N]`, `score: float32 [N]` (the
+  best hypothesis and its length-normalised score);
+- `translate_nbest(text: string [N])` -> `hypotheses: string [N, n_best]`,
+  `scores: float32 [N, n_best]`, best first; missing hypotheses are "" with score -inf.
+
+Only SentencePiece tokenizers run inside the graph; word and character tokenizers are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from translator.config import ConfigError, DecodeConfig
+from translator.io import ArtifactError, atomic_write_json
+from translator.rundir import RunDir
+
+EXPORT_INFO = "translator_export.json"  # written beside saved_model.pb
+SIGNATURES = ("serving_default", "translate_nbest")
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported, or an export directory that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """Decoding settings fixed inside an export (the run's `decode` section, then flags)."""
+
+    beam_size: int
+    n_best: int
+    length_penalty: float
+    max_output_ratio: float
+    max_output_extra: int
+    min_output_length: int
+    batch_size: int
+
+    @classmethod
+    def from_decode(cls, decode: DecodeConfig, **overrides: Any) -> ExportSettings:
+        """The run's decode settings with the non-None `overrides`, validated by `DecodeConfig`
+        (errors name the `decode.*` key)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if "beam_size" in changes and "n_best" not in changes:
+            changes["n_best"] = min(decode.n_best, changes["beam_size"])
+        checked = dataclasses.replace(decode, **changes)
+        return cls(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(cls)})
+
+
+def _whitespace_class() -> str:
+    """An RE2 character class of exactly the characters Python's `str.split()` splits on."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
+
+
+def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: ExportSettings):
+    """The `tf.Module` that is saved: the model's variables, the two tokenizers (as assets) and
+    the two signature functions."""
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    from translator.data.tokenizers import BOS_ID, EOS_ID
+    from translator.decoding.contract import as_step_model
+    from translator.decoding.search import beam_loop, greedy_loop
+
+    def tokenizer(path: Path, name: str):
+        # The op takes the model as an attribute, so the graph carries it; the `.model` file
+        # also travels as an asset (`assets/`), for clients that tokenise outside the graph.
+        # Distinct names: the op's resource is shared by name, and an unnamed target
+        # tokenizer would silently get the source model once the export is loaded.
+        tok = tf_text.SentencepieceTokenizer(model=path.read_bytes(), out_type=tf.int32, name=name)
+        return tok, tf.saved_model.Asset(str(path))
+
+    step_model = as_step_model(model)
+    whitespace = _whitespace_class()
+    n_best, k = s.n_best, s.beam_size
+    neg_inf = tf.constant(-math.inf, tf.float32)
+
+    def normalize(text):
+        text = tf_text.normalize_utf8(text, "NFC")
+        text = tf.strings.regex_replace(text, whitespace + "+", " ")
+        text = tf.strings.regex_replace(text, "^ | $", "")
+        return tf.strings.lower(text, encoding="utf-8") if lowercase else text
+
+    def decode_batch(src_ids):
+        """src_ids [B, S] -> tokens [B, n_best, L], lengths [B, n_best] (without EOS), scores and
+        normalised scores [B, n_best] (-inf where there is no hypothesis)."""
+        src_len = tf.reduce_sum(tf.cast(tf.not_equal(src_ids, 0), tf.int64), axis=1)
+        ratio = tf.constant(s.max_output_ratio, tf.float64)
+        max_len = tf.cast(tf.math.ceil(ratio * tf.cast(src_len, tf.float64)), tf.int32)
+        max_len += s.max_output_extra
+        min_len = tf.constant(s.min_output_length, tf.int32)
+        if k == 1:
+            tokens, scores = greedy_loop(step_model, src_ids, max_len, min_len, BOS_ID, EOS_ID)
+            keep = tf.equal(tf.cumsum(tf.cast(tf.equal(tokens, EOS_ID), tf.int32), axis=1), 0)
+            lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+            tokens = tf.where(keep, tokens, 0)
+            # As `search._normalized`: float64, score / ((5 + |Y|) / 6) ** alpha, |Y| with EOS.
+            lp = ((5.0 + tf.cast(lengths + 1, tf.float64)) / 6.0) ** s.length_penalty
+            norm = tf.cast(tf.cast(scores, tf.float64) / lp, tf.float32)
+            return tokens[:, None, :], lengths[:, None], scores[:, None], norm[:, None]
+        seq, lengths, scores, norm = beam_loop(
+            step_model, src_ids, max_len, min_len, s.length_penalty, k, BOS_ID, EOS_ID
+        )
+        return seq[:, :n_best], lengths[:, :n_best] - 1, scores[:, :n_best], norm[:, :n_best]
+
+    class ExportModule(tf.Module):
+        def __init__(self):
+            super().__init__(name="translator")
+            # Keras 3 variables are not TensorFlow trackables: track the tf.Variables inside them
+            # (as keras.export.ExportArchive does); the model itself stays out of the object graph.
+            self.model_variables = [v.value for v in model.variables]
+            self.src_tokenizer, self.src_model_asset = tokenizer(src_model, "src_sentencepiece")
+            self.tgt_tokenizer, self.tgt_model_asset = tokenizer(tgt_model, "tgt_sentencepiece")
+
+        def _search(self, text):
+            """text [N] -> hypotheses [N, n_best] string, scores [N, n_best] float32."""
+            ids = self.src_tokenizer.tokenize(normalize(text))  # ragged [N, (S)]
+            n = tf.shape(text)[0]
+            lengths = tf.cast(ids.row_lengths(), tf.int32)
+            real = tf.cast(tf.where(lengths > 0)[:, 0], tf.int32)
+            # Longest first, ties in input order (`length_sorted_batches`).
+            order = tf.gather(real, tf.argsort(-tf.gather(lengths, real), stable=True))
+            n_batches = (tf.size(order) + s.batch_size - 1) // s.batch_size
+
+            def body(i, texts, scores):
+                idx = order[i * s.batch_size : (i + 1) * s.batch_size]
+                src = tf.gather(ids, idx).to_tensor(default_value=0)
+                tokens, out_len, _, norm = decode_batch(src)
+                width = tf.shape(tokens)[2]
+                flat = tf.reshape(tokens, [-1, width])
+                valid = tf.logical_and(
+                    tf.sequence_mask(tf.maximum(tf.reshape(out_len, [-1]), 0), width),
+                    flat > EOS_ID,  # `decode` drops the special ids, as the Python API does
+                )
+                flat = tf.ragged.boolean_mask(flat, valid)
+                strings = tf.reshape(self.tgt_tokenizer.detokenize(flat), [-1, n_best])
+                found = tf.math.is_finite(norm)
+                strings = tf.where(found, strings, "")
+                return (
+                    i + 1,
+                    tf.tensor_scatter_nd_update(texts, idx[:, None], strings),
+                    tf.tensor_scatter_nd_update(
+                        scores, idx[:, None], tf.where(found, norm, neg_inf)
+                    ),
+                )
+
+            empty_scores = tf.concat(
+                [tf.zeros([n, 1], tf.float32), tf.fill([n, n_best - 1], neg_inf)], axis=1
+            )
+            _, texts, scores = tf.while_loop(
+                lambda i, *_: i < n_batches,
+                body,
+                (tf.constant(0), tf.fill([n, n_best], ""), empty_scores),
+            )
+            return texts, scores
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def translate(self, text):
+            texts, scores = self._search(text)
+            return {"translation": texts[:, 0], "score": scores[:, 0]}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def translate_nbest(self, text):
+            texts, scores = self._search(text)
+            return {"hypotheses": texts, "scores": scores}
+
+    return ExportModule()
+
+
+def export_run(
+    run_dir: str | Path | RunDir,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    **overrides: Any,
+) -> Path:
+    """Export the best model of a trained run to `out_dir` (see the module docstring).
+
+    Args:
+        run_dir: a run directory with a trained model and SentencePiece tokenizers.
+        out_dir: the SavedModel directory to write (written under a temporary name, then renamed,
+            so an interrupted export leaves nothing half-written). An existing non-empty directory
+            is replaced only with `force`.
+        overrides: `ExportSettings` fields (beam_size, n_best, length_penalty, max_output_ratio,
+            max_output_extra, min_output_length, batch_size); None keeps the run's value.
+
+    Returns:
+        The export directory.
+    """
+    import tensorflow as tf
+
+    from translator.data.tokenizers import SentencePieceTokenizer, load_tokenizer
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run.require_trained()
+    config = run.load_config()
+    kind = config.tokenizer.type
+    if kind != "sentencepiece":
+        raise ExportError(
+            f"{run.path}: tokenizer.type is {kind!r}; only sentencepiece tokenizers run inside an "
+            "exported graph (word and char tokenizers do not export); train with tokenizer.type: "
+            "sentencepiece to export, or serve the run directory itself: translator serve "
+            f"{run.path}"
+        )
+    try:
+        settings = ExportSettings.from_decode(config.decode, **overrides)
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ExportError(
+            f"{out} already exists and is not empty; choose another OUT_DIR or pass --force to "
+            "replace it"
+        )
+    if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
+        raise ExportError(f"{out} is inside the run directory {run.path}; export somewhere else")
+
+    from translator.translate import Translator
+
+    translator = Translator.load(run)
+    src = load_tokenizer(run.tokenizers, kind, "src")
+    assert isinstance(src, SentencePieceTokenizer)
+    module = _build_module(
+        translator.model,
+        run.tokenizer_file(kind, "src"),
+        run.tokenizer_file(kind, "tgt"),
+        src.lowercase,
+        settings,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tf.saved_model.save(
+        module,
+        str(tmp),
+        signatures={
+            "serving_default": module.translate,
+            "translate_nbest": module.translate_nbest,
+        },
+    )
+    import tensorflow_text
+
+    atomic_write_json(
+        tmp / EXPORT_INFO,
+        {
+            "source_run": str(run.path.resolve()),
+            "model_file": str(run.model_file.resolve()),
+            "decode": dataclasses.asdict(settings),
+            "signatures": list(SIGNATURES),
+            "attention": getattr(translator.model, "attention", None) is not None,
+            "tensorflow": tf.__version__,
+            "tensorflow_text": tensorflow_text.__version__,
+            "load": "import tensorflow_text before tf.saved_model.load (it registers the "
+            "SentencePiece ops)",
+        },
+    )
+    _replace_dir(tmp, out)
+    return out
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Rename `new` to `out`, replacing what `out` was only once `new` is whole."""
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old) if out.is_dir() else out.unlink()
+    new.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def read_export_info(path: str | Path) -> dict:
+    """The `translator_export.json` of an export directory ({} for a SavedModel made elsewhere)."""
+    info = Path(path) / EXPORT_INFO
+    if not info.is_file():
+        return {}
+    try:
+        return json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{info} is not readable JSON ({e}); export again") from None
+
+
+# Run with `python -I -c`: loads an export with TensorFlow and tensorflow-text alone. The
+# project's package is made unimportable (a stand-in that raises, ahead of everything on the
+# path, and no editable-install finder), so the check fails if the export needed it.
+_STANDALONE = r"""
+import json, os, sys, tempfile
+blocked = tempfile.mkdtemp()
+os.makedirs(os.path.join(blocked, "translator"))
+with open(os.path.join(blocked, "translator", "__init__.py"), "w") as f:
+    f.write("raise ImportError('translator is not importable in the stand-alone check')\n")
+sys.path.insert(0, blocked)
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+export, inputs, output = sys.argv[1:4]
+texts = json.load(open(inputs, encoding="utf-8"))
+model = tf.saved_model.load(export)
+out = model.signatures["translate_nbest"](text=tf.constant(texts, tf.string))
+best = model.signatures["serving_default"](text=tf.constant(texts, tf.string))
+result = {
+    "hypotheses": [[h.decode("utf-8") for h in row] for row in out["hypotheses"].numpy()],
+    "scores": out["scores"].numpy().tolist(),
+    "translation": [t.decode("utf-8") for t in best["translation"].numpy()],
+    "project_imported": sorted(m for m in sys.modules if m.split(".")[0] == "translator"),
+}
+with open(output, "w", encoding="utf-8") as f:
+    json.dump(result, f)
+"""
+
+
+@dataclasses.dataclass
+class ExportCheck:
+    """What `check_export` found: the export's outputs against `Translator` on the same inputs."""
+
+    sentences: int
+    equal: int  # sentences whose whole n-best list (strings) and best translation are equal
+    max_score_difference: float
+    mismatches: list[dict]  # the first few: index, source, python, export
+
+    @property
+    def passed(self) -> bool:
+        return self.equal == self.sentences
+
+    def summary(self) -> str:
+        return (
+            f"{self.equal}/{self.sentences} sentences translated identically by the stand-alone "
+            f"export and the Python API (largest score difference {self.max_score_difference:.2g})"
+        )
+
+
+def check_export(export_dir: str | Path, sentences: list[str], run_dir=None) -> ExportCheck:
+    """Load `export_dir` in a fresh Python process with TensorFlow and tensorflow-text only (this
+    package unimportable), translate `sentences` there, and compare with `Translator` on the
+    export's source run (or `run_dir`) with the export's decode settings: strings must be equal.
+    """
+    import subprocess
+    import tempfile
+
+    from translator.translate import Translator
+
+    info = read_export_info(export_dir)
+    run = run_dir or info.get("source_run")
+    if not run:
+        raise ExportError(f"{export_dir}: no {EXPORT_INFO} naming its run; pass the run directory")
+    s = info["decode"]
+    translator = Translator.load(run)
+    python = translator.translate_nbest(
+        sentences,
+        n_best=s["n_best"],
+        beam_size=s["beam_size"],
+        length_penalty=s["length_penalty"],
+        batch_size=s["batch_size"],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, output = Path(tmp) / "inputs.json", Path(tmp) / "output.json"
+        inputs.write_text(json.dumps(sentences), encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", _STANDALONE, str(export_dir), str(inputs), str(output)],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise ExportError(f"{export_dir} did not load stand-alone:\n{tail}")
+        result = json.loads(output.read_text(encoding="utf-8"))
+    if result["project_imported"]:
+        raise ExportError(f"the stand-alone load imported {result['project_imported']}")
+    equal, worst, mismatches = 0, 0.0, []
+    for i, (src, hyps) in enumerate(zip(sentences, python, strict=True)):
+        texts = [h for h, _ in hyps]
+        exported = result["hypotheses"][i][: len(texts)]
+        same = exported == texts and result["translation"][i] == texts[0]
+        equal += same
+        for (_, a), b in zip(hyps, result["scores"][i], strict=False):
+            worst = max(worst, abs(a - b))
+        if not same and len(mismatches) < 5:
+            mismatches.append({"index": i, "source": src, "python": texts, "export": exported})
+    return ExportCheck(len(sentences), equal, worst, mismatches)
+
+
+class ExportBackend:
+    """An export seen by the server (`translator serve EXPORT_DIR`): decoding options are fixed
+    inside the graph, so a request may only ask for those (or fewer hypotheses)."""
+
+    has_attention = False
+    fixed_options = True
+
+    def __init__(self, path: str | Path):
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+        self.path = Path(path)
+        info = read_export_info(path)
+        self._model = tf.saved_model.load(str(path))
+        if "translate_nbest" not in self._model.signatures:
+            raise ExportError(f"{path} has no translate_nbest signature; export it again")
+        self._nbest = self._model.signatures["translate_nbest"]
+        decode = info.get("decode") or {}
+        self.name = self.path.resolve().name
+        self.defaults = {k: decode.get(k) for k in ("beam_size", "n_best", "length_penalty")}
+
+    def translate(
+        self, texts: list[str], *, beam_size: int, n_best: int, length_penalty: float
+    ) -> list[list[tuple[str, float]]]:
+        """texts -> per input, up to `n_best` `(translation, score)`, best first."""
+        import tensorflow as tf
+
+        if not texts:
+            return []
+        out = self._nbest(text=tf.constant(texts, tf.string))
+        hyps, scores = out["hypotheses"].numpy(), out["scores"].numpy()
+        return [
+            [
+                (h.decode("utf-8"), float(sc))
+                for h, sc in zip(hyps[i][:n_best], scores[i][:n_best], strict=True)
+                if math.isfinite(sc)
+            ]
+            for i in range(len(texts))
+        ]
+
+    def align(self, text: str) -> dict:
+        raise ExportError(
+            "an export carries no attention output; serve the run directory for heatmaps"
+        )
+
+
+def load_export_backend(path: str | Path) -> ExportBackend:
+    """The server's backend for an export directory."""
+    return ExportBackend(path)
