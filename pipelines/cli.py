@@ -153,6 +153,7 @@ def cmd_bench(args) -> int:
         train_steps=args.train_steps,
         naive_sentences=args.naive_sentences,
         verbose=args.json != "-",  # `--json` alone: only JSON on stdout, for `| jq`
+        export=not args.no_export,
     )
     if args.json is not None:
         text = json.dumps(results, indent=2)
@@ -255,12 +256,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--naive-sentences", type=int, default=100, help="sentences for the naive decoder"
     )
+    p.add_argument(
+        "--no-export",
+        action="store_true",
+        help="skip the SavedModel export's decoding speed (measured beside the Python API's)",
+    )
     p.set_defaults(func=cmd_bench)
+
+    from translator.pipelines.export_cmd import add_export_arguments, cmd_export
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained run as a string -> string TensorFlow SavedModel",
+        description="Write a SavedModel that translates strings to strings with TensorFlow and "
+        "tensorflow-text alone: tokenisation, search and detokenisation inside the graph.",
+    )
+    add_export_arguments(p)
+    p.set_defaults(func=cmd_export)
+
+    from translator.pipelines.bench_serve_cmd import add_bench_serve_arguments, cmd_bench_serve
+
+    p = sub.add_parser(
+        "bench-serve",
+        help="load-test a translation server: N concurrent clients, throughput, p50/p99 latency, errors",
+    )
+    add_bench_serve_arguments(p)
+    p.set_defaults(func=cmd_bench_serve)
+
+    from translator.pipelines.serve_cmd import add_serve_arguments, cmd_serve
+
+    p = sub.add_parser("serve", help="serve a trained model over HTTP: a JSON API and a web page")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
 # Commands that load TensorFlow; `plot` and `--help` do not.
-TENSORFLOW_COMMANDS = ("run", "prepare", "tokenize", "train", "evaluate", "translate", "bench")
+TENSORFLOW_COMMANDS = (
+    "run",
+    "prepare",
+    "tokenize",
+    "train",
+    "evaluate",
+    "translate",
+    "bench",
+    "serve",
+    "export",
+)
 
 
 def import_tensorflow_quietly() -> None:

@@ -49,6 +49,7 @@ def _check_sentences(run_dir: str, what: str) -> list[str]:
 def cmd_export(args) -> int:
     from translator.export import check_export, export_run, read_export_info
 
+    sentences = _check_sentences(args.run_dir, args.check) if args.check else None
     out = export_run(
         args.run_dir,
         args.out_dir,
@@ -74,8 +75,7 @@ def cmd_export(args) -> int:
         f"scores [N, {d['n_best']}] float32"
     )
     print("  load it with: import tensorflow_text; tf.saved_model.load(...)")
-    if args.check:
-        sentences = _check_sentences(args.run_dir, args.check)
+    if sentences is not None:
         print(f"checking {len(sentences)} sentences ({args.check}) ...", flush=True)
         report = check_export(out, sentences, run_dir=args.run_dir)
         print(report.summary())

@@ -22,3 +22,19 @@ def tiny_run(tmp_path_factory) -> Path:
     for stage in STAGES:
         run_stage(ctx, stage)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_attention_run(tmp_path_factory) -> Path:
+    """configs/tiny.yaml with Luong attention and 2 epochs (prepare, tokenize, train), trained
+    once for the session: the export and serving tests share it."""
+    from translator.pipelines.stages import Context, run_stage
+
+    from translator.config import load_config
+
+    config = load_config(TINY, overrides=["model.decoder.attention=luong", "train.epochs=2"])
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-attention"
+    ctx = Context(config, run_dir, verbose=0)
+    for stage in ("prepare", "tokenize", "train"):
+        run_stage(ctx, stage)
+    return run_dir

@@ -134,6 +134,30 @@ class _StepModel(keras.Model):
         return [logits, *new_states]
 
 
+def export_decoding_throughput(run: RunDir, sources: list[str], beam_size: int, **options) -> dict:
+    """Sentences/s of the run's SavedModel export (`translator export`, decoding fixed at
+    `beam_size` and `options`), loaded in this process and called with all `sources` at once
+    (the graph sorts and batches them as the Python API does), after a warm-up call."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from translator.export import export_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export_run(run, Path(tmp) / "export", beam_size=beam_size, **options)
+        fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+        fn(text=tf.constant(sources[: options.get("batch_size", 64)]))
+        t0 = time.perf_counter()
+        fn(text=tf.constant(sources))
+        seconds = time.perf_counter() - t0
+    return {
+        "sentences": len(sources),
+        "seconds": round(seconds, 3),
+        "sentences_per_s": round(len(sources) / seconds, 2),
+    }
+
+
 def naive_decoding_throughput(translator: Translator, sources: list[str], cfg: Config) -> dict:
     """The reference decoder of the Keras `lstm_seq2seq` example: one sentence at a time, one
     `model.predict` call per output token."""
@@ -166,13 +190,19 @@ def naive_decoding_throughput(translator: Translator, sources: list[str], cfg: C
 
 
 def run_benchmarks(
-    run_dir: str | Path, train_steps: int = 20, naive_sentences: int = 100, verbose: bool = True
+    run_dir: str | Path,
+    train_steps: int = 20,
+    naive_sentences: int = 100,
+    verbose: bool = True,
+    export: bool = True,
 ) -> dict:
     """Measure training and decoding throughput of a trained run on its own data splits.
 
     Returns a dict with `train` (target tokens/s) and, for decoding on the test split,
     `greedy_b1`, `greedy_b64`, `beam5_b1`, `beam5_b64` and `naive` (each with `sentences_per_s`
-    and `tokens_per_s`).
+    and `tokens_per_s`), and, with `export` (SentencePiece runs), `export_greedy_b64` and
+    `export_beam5_b64`: the same sentences through the SavedModel export, with the ratios
+    `export_vs_python_greedy` and `export_vs_python_beam5`.
     """
     run = RunDir(run_dir)
     translator = Translator.load(run)
@@ -212,6 +242,16 @@ def run_benchmarks(
     report("greedy_b64", decoding_throughput(translator, test, beam_size=1, batch_size=64))
     report("beam5_b1", decoding_throughput(translator, b1_sources, beam_size=5, batch_size=1))
     report("beam5_b64", decoding_throughput(translator, test, beam_size=5, batch_size=64))
+    if export and cfg.tokenizer.type == "sentencepiece":
+        for name, beam in (("greedy", 1), ("beam5", 5)):
+            key = f"export_{name}_b64"
+            figures = export_decoding_throughput(
+                run, test, beam, n_best=1, batch_size=64, length_penalty=cfg.decode.length_penalty
+            )
+            report(key, figures)
+            results[f"export_vs_python_{name}"] = round(
+                figures["sentences_per_s"] / results[f"{name}_b64"]["sentences_per_s"], 3
+            )
     if naive_sentences > 0:
         report("naive", naive_decoding_throughput(translator, test[:naive_sentences], cfg))
         results["greedy_b64_vs_naive"] = round(
@@ -221,7 +261,13 @@ def run_benchmarks(
         results["beam5_b64"]["sentences_per_s"] / results["greedy_b64"]["sentences_per_s"], 3
     )
     if verbose:
-        for k in ("elman_vs_simplernn_train", "greedy_b64_vs_naive", "beam5_b64_vs_greedy_b64"):
+        for k in (
+            "elman_vs_simplernn_train",
+            "greedy_b64_vs_naive",
+            "beam5_b64_vs_greedy_b64",
+            "export_vs_python_greedy",
+            "export_vs_python_beam5",
+        ):
             if k in results:
                 print(f"{k}: {results[k]}", flush=True)
     return results

@@ -1,0 +1,129 @@
+"""`translator serve RUN_DIR|EXPORT_DIR`: the HTTP translation server (translator.serving)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (0 = a free port), got {value}")
+    return value
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    # Limits default to `ServeLimits()`'s (not imported here: `translator --help` stays fast).
+    p.description = (
+        "Serve a trained run directory (or an export) over HTTP: POST /translate, POST /align, "
+        "GET /health, a web page at / and the API docs at /docs. Concurrent requests are decoded "
+        "together in batches. Prints `serving on http://HOST:PORT` once listening; Ctrl-C stops."
+    )
+    p.add_argument("path", metavar="RUN_DIR|EXPORT_DIR", help="a trained run directory or export")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; other addresses get a "
+        "warning, the server has no authentication)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        metavar="N",
+        help="TCP port (default 8080; 0: a free one)",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=_non_negative_float,
+        metavar="MS",
+        default=5.0,
+        help="how long a request waits for others to share its batch (default 5)",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        metavar="N",
+        default=64,
+        help="sentences per decoding batch (default 64)",
+    )
+    for flag, text in (
+        ("--max-sentences", "sentences per request (default 64)"),
+        ("--max-chars", "characters per sentence (default 2000)"),
+        ("--max-body-bytes", "request body size in bytes (default 1000000)"),
+        ("--max-beam-size", "largest beam a request may ask for (default 16)"),
+    ):
+        p.add_argument(flag, type=_positive_int, metavar="N", help=text)
+    p.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        metavar="N",
+        help="stop after this many requests (for tests and load tests)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="stop after this many seconds (for tests and load tests)",
+    )
+
+
+def cmd_serve(args) -> int:
+    from translator.serving.app import ServeLimits
+    from translator.serving.backend import open_backend
+    from translator.serving.server import ServeError, serve
+
+    given = {
+        "max_body_bytes": args.max_body_bytes,
+        "max_sentences": args.max_sentences,
+        "max_chars": args.max_chars,
+        "max_beam_size": args.max_beam_size,
+    }
+    limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
+    backend = open_backend(args.path)  # a clear error before anything listens
+    # Warnings and errors of the server (uvicorn, translator.serving), one line each, timed.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return serve(
+            backend,
+            host=args.host,
+            port=args.port,
+            limits=limits,
+            batch_window_ms=args.batch_window_ms,
+            max_batch_size=args.max_batch_size,
+            max_requests=args.max_requests,
+            timeout=args.timeout,
+        )
+    except ServeError as e:
+        print(f"translator: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly and re-raised Ctrl-C
+        print("translator: server stopped", file=sys.stderr)
+        return 0

@@ -1,0 +1,454 @@
+"""`translator serve` through real HTTP: a subprocess on a free loopback port (the `server`
+fixture) for the model's answers, the request limits and the errors; in-process servers over a
+stand-in backend for batching, failures and export-fixed options."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+
+from .conftest import request, start_server
+
+
+def _expected(api, texts, **options) -> list[list[tuple[str, float]]]:
+    return api.translate_nbest(list(texts), **options)
+
+
+def _assert_same(answer: dict, nbest: list[tuple[str, float]]) -> None:
+    assert answer["translation"] == nbest[0][0]
+    assert answer["score"] == pytest.approx(nbest[0][1], abs=1e-4)
+    assert [h["text"] for h in answer["hypotheses"]] == [text for text, _ in nbest]
+    assert [h["score"] for h in answer["hypotheses"]] == pytest.approx(
+        [score for _, score in nbest], abs=1e-4
+    )
+
+
+# -- the model's answers -----------------------------------------------------------------------
+def test_one_sentence_equals_the_python_api(server, api, sentences):
+    status, answer = request(server.url, "/translate", {"text": sentences[0]})
+    assert status == 200, answer
+    assert answer["translation"] == api.translate(sentences[0])
+    _assert_same(answer, _expected(api, sentences[:1])[0])
+
+
+def test_a_list_with_options_equals_the_python_api(server, api, sentences):
+    texts = [*sentences[:5], ""]
+    body = {"text": texts, "beam_size": 3, "n_best": 2, "length_penalty": 0.5}
+    status, answer = request(server.url, "/translate", body)
+    assert status == 200, answer
+    expected = _expected(api, texts, beam_size=3, n_best=2, length_penalty=0.5)
+    assert len(answer["translations"]) == len(texts)
+    for got, nbest in zip(answer["translations"], expected, strict=True):
+        _assert_same(got, nbest)
+    assert all(len(t["hypotheses"]) == 2 for t in answer["translations"][:-1])
+    assert answer["translations"][-1]["hypotheses"] == [{"text": "", "score": 0.0}]  # empty input
+
+
+def test_align_gives_the_attention_of_the_python_api(server, api, sentences):
+    status, answer = request(server.url, "/align", {"text": sentences[1]})
+    assert status == 200, answer
+    expected = api.align(sentences[1])
+    assert answer["source_tokens"] == expected.source_tokens
+    assert answer["target_tokens"] == expected.target_tokens
+    assert answer["translation"] == expected.translation
+    rows = answer["attention"]
+    assert len(rows) == len(expected.target_tokens)
+    assert all(len(row) == len(expected.source_tokens) for row in rows)
+    assert [sum(row) for row in rows] == pytest.approx([1.0] * len(rows), abs=1e-3)
+
+
+def test_health_and_docs(server, tiny_attention_run):
+    status, health = request(server.url, "/health")
+    assert status == 200
+    assert health["status"] == "ok"
+    assert health["model"] == tiny_attention_run.name
+    assert health["attention"] is True
+    assert health["defaults"] == {"beam_size": 1, "n_best": 1, "length_penalty": 0.0}
+    assert health["limits"] == {
+        "max_body_bytes": 1_000_000,
+        "max_sentences": 64,
+        "max_chars": 2000,
+        "max_beam_size": 16,
+    }
+    status, spec = request(server.url, "/openapi.json")
+    assert status == 200
+    assert {"/translate", "/align", "/health"} <= set(spec["paths"])
+
+
+def test_the_page_is_served(server):
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/", timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/html")
+        page = r.read().decode()
+    assert 'id="translate"' in page and 'id="output"' in page and 'id="heatmap"' in page
+    assert "http://" not in page and "https://" not in page  # no external resources
+
+
+def test_concurrent_requests_match_sequential_ones(server, sentences):
+    """16 clients at once (two option sets): every answer equals the same request sent alone,
+    and the server decoded them in fewer batches than requests."""
+    bodies = [
+        {"text": s} if i % 2 else {"text": [s, sentences[-1 - i]], "beam_size": 2, "n_best": 2}
+        for i, s in enumerate(sentences)
+    ]
+    alone = [request(server.url, "/translate", b) for b in bodies]
+    assert all(status == 200 for status, _ in alone), alone
+    before = request(server.url, "/health")[1]["batching"]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        together = list(pool.map(lambda b: request(server.url, "/translate", b), bodies))
+    after = request(server.url, "/health")[1]["batching"]
+    for (status, got), (_, expected) in zip(together, alone, strict=True):
+        assert status == 200, got
+        items = got.get("translations", [got])
+        for a, b in zip(items, expected.get("translations", [expected]), strict=True):
+            assert [h["text"] for h in a["hypotheses"]] == [h["text"] for h in b["hypotheses"]]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert after["sentences"] - before["sentences"] == sum(
+        len(b["text"]) if isinstance(b["text"], list) else 1 for b in bodies
+    )
+    assert after["batches"] - before["batches"] < len(bodies)
+
+
+def test_a_slow_client_does_not_block_others(server, sentences):
+    """A client that sends half a request and waits (and one stuck in its headers) does not
+    hold up the others; it gets its answer once it sends the rest."""
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    body = json.dumps({"text": sentences[2]}).encode()
+    head = (
+        f"POST /translate HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with (
+        socket.create_connection((host, port), timeout=30) as slow,
+        socket.create_connection((host, port), timeout=30) as stuck,
+    ):
+        slow.sendall(head + body[: len(body) // 2])
+        stuck.sendall(b"POST /translate HTTP/1.1\r\nHost: ")
+        time.sleep(0.2)
+        started = time.monotonic()
+        for s in sentences[3:6]:
+            status, answer = request(server.url, "/translate", {"text": s}, timeout=15)
+            assert status == 200, answer
+        assert time.monotonic() - started < 10
+        slow.sendall(body[len(body) // 2 :])
+        reply = b""
+        while chunk := slow.recv(65536):
+            reply += chunk
+    status_line, _, payload = reply.partition(b"\r\n")
+    assert b" 200 " in status_line, reply[:300]
+    answer = json.loads(payload.partition(b"\r\n\r\n")[2])
+    assert (
+        answer["translation"]
+        == request(server.url, "/translate", {"text": sentences[2]})[1]["translation"]
+    )
+
+
+BIG = "a" * 100_000
+T = "/translate"
+BAD_REQUESTS = [
+    # (id, path, body (bytes are sent as they are), "STATUS the error's start")
+    ("malformed-json", T, b'{"text": "Hallo",', "400 request body: malformed JSON"),
+    ("not-utf8", T, b'{"text": "Gr\xfc\xdfe"}', "400 request body: not valid UTF-8"),
+    ("not-json", T, b"text=Hallo", "415 request body: Content-Type must be application/json"),
+    ("empty-body", T, b"", "422 request body: empty"),
+    ("deep-json", T, b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "400 request body"),
+    ("array-body", T, ["Hallo"], "422 request body: expected a JSON object"),
+    ("no-text", T, {"beam_size": 2}, "422 text: required field missing"),
+    ("text-number", T, {"text": 5}, "422 text: expected a string or a list of strings"),
+    ("text-null", T, {"text": None}, "422 text: expected a string or a list of strings"),
+    ("item-number", T, {"text": ["a", 5]}, "422 text[1]: expected a string, got an integer"),
+    ("unknown-field", T, {"text": "a", "beam": 2}, "422 beam: unknown field"),
+    ("empty-list", T, {"text": []}, "422 text: empty list"),
+    ("65-sentences", T, {"text": ["a"] * 65}, "422 text: 65 sentences, the limit is 64"),
+    ("100000-chars", T, {"text": ["a", BIG]}, "422 text[1]: 100000 characters, the limit is 2000"),
+    ("100000-chars-str", T, {"text": BIG}, "422 text: 100000 characters, the limit is 2000"),
+    ("beam-0", T, {"text": "a", "beam_size": 0}, "422 beam_size: must be at least 1"),
+    ("beam-str", T, {"text": "a", "beam_size": "5"}, "422 beam_size: expected an integer"),
+    ("beam-bool", T, {"text": "a", "beam_size": True}, "422 beam_size: expected an integer"),
+    ("beam-float", T, {"text": "a", "beam_size": 2.5}, "422 beam_size: expected an integer"),
+    ("beam-17", T, {"text": "a", "beam_size": 17}, "422 beam_size: 17 is over"),
+    ("nbest-0", T, {"text": "a", "n_best": 0}, "422 n_best: must be at least 1"),
+    ("nbest-3-beam-2", T, {"text": "a", "beam_size": 2, "n_best": 3}, "422 n_best: must not"),
+    ("penalty-neg", T, {"text": "a", "length_penalty": -1}, "422 length_penalty: must be"),
+    ("penalty-str", T, {"text": "a", "length_penalty": "x"}, "422 length_penalty: expected"),
+    ("align-list", "/align", {"text": ["a"]}, "422 text: expected a string"),
+    ("align-options", "/align", {"text": "a", "beam_size": 2}, "422 beam_size: unknown field"),
+    ("align-long", "/align", {"text": BIG}, "422 text: 100000 characters"),
+    ("over-1MB", T, {"text": "a" * 1_100_000}, "413 request body: over the limit of 1000000"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, body, expected", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_requests_get_a_4xx_naming_the_problem(server, path, body, expected):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "text/plain"} if raw == b"text=Hallo" else None
+    status, answer = request(server.url, path, raw=raw, headers=headers)
+    assert f"{status} {answer.get('error')}".startswith(expected), answer
+    assert set(answer) == {"error"}
+    assert request(server.url, "/health")[0] == 200  # still serving
+
+
+def _raw_exchange(url: str, data: bytes) -> tuple[bytes, dict]:
+    """Send raw bytes; the status line and JSON body of the answer (the server closes)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    reply = b""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status_line = reply.partition(b"\r\n")[0]
+    return status_line, json.loads(reply.partition(b"\r\n\r\n")[2])
+
+
+def test_a_huge_announced_body_is_refused_before_it_is_sent(server):
+    status, answer = _raw_exchange(
+        server.url,
+        b"POST /translate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 10000000000\r\n\r\n{"text": "',
+    )
+    assert b" 413 " in status
+    assert answer["error"].startswith("request body: over the limit of 1000000 bytes")
+    assert request(server.url, "/health")[0] == 200
+
+
+def test_wrong_method_and_path_get_json_errors(server):
+    status, answer = request(server.url, "/translate")
+    assert status == 405 and answer["error"].startswith("GET /translate: method not allowed")
+    status, answer = request(server.url, "/nowhere")
+    assert status == 404 and answer["error"].startswith("/nowhere: no such endpoint")
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_public_host_warns_and_ctrl_c_stops_cleanly(tiny_attention_run, tmp_path):
+    served = start_server(
+        tiny_attention_run, "--host", "0.0.0.0", "--timeout", "60", stderr_path=tmp_path / "err"
+    )
+    try:
+        assert re.fullmatch(r"http://0\.0\.0\.0:\d+", served.url)
+        port = urlsplit(served.url).port
+        assert request(f"http://127.0.0.1:{port}", "/health")[0] == 200
+        served.proc.send_signal(signal.SIGINT)
+        assert served.proc.wait(30) == 0
+    finally:
+        served.stop()
+    err = served.stderr()
+    assert "warning: --host 0.0.0.0 is not a loopback address" in err
+    assert "server stopped" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("what", ["empty-dir", "missing", "untrained"])
+def test_serving_a_directory_without_a_model_is_a_clear_error(what, tmp_path, capsys):
+    from translator.pipelines.cli import main
+
+    path = tmp_path / "run"
+    if what != "missing":
+        path.mkdir()
+    if what == "untrained":
+        (path / "config.yaml").write_text("name: x\n", encoding="utf-8")
+    assert main(["serve", str(path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("translator: error: "), err
+    assert {
+        "empty-dir": "is neither a run directory",
+        "missing": "not found",
+        "untrained": "has no trained model",
+    }[what] in err
+    assert "Traceback" not in err
+
+
+def test_cli_rejects_bad_limits(capsys):
+    from translator.pipelines.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "somewhere", "--max-sentences", "0"])
+    assert e.value.code == 2
+    assert "--max-sentences: must be at least 1" in capsys.readouterr().err
+
+
+def test_serve_help_names_the_default_limits(capsys):
+    from translator.pipelines.cli import main
+
+    from translator.serving.app import ServeLimits
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in (
+        ("--max-sentences", ServeLimits.max_sentences),
+        ("--max-chars", ServeLimits.max_chars),
+        ("--max-body-bytes", ServeLimits.max_body_bytes),
+        ("--max-beam-size", ServeLimits.max_beam_size),
+    ):
+        assert re.search(rf"{flag} N [^-]*\(default {value}\)", text), flag
+
+
+# -- in-process servers over a stand-in backend -------------------------------------------------
+class FakeBackend:
+    """Upper-cases; `boom` in a sentence raises; records every call."""
+
+    name = "fake"
+    has_attention = False
+
+    def __init__(self, delay=0.0, fixed_options=False, defaults=None):
+        self.delay = delay
+        self.fixed_options = fixed_options
+        self.defaults = defaults or {"beam_size": 1, "n_best": 1, "length_penalty": 0.0}
+        self.calls: list[tuple[list[str], int]] = []
+
+    def translate(self, texts, *, beam_size, n_best, length_penalty):
+        self.calls.append((list(texts), beam_size))
+        time.sleep(self.delay)
+        if any("boom" in t for t in texts):
+            raise RuntimeError("the model broke")
+        return [[(f"{t.upper()} {k}", -float(k)) for k in range(n_best)] for t in texts]
+
+    def align(self, text):
+        raise AssertionError("not called: the backend has no attention")
+
+
+@contextlib.contextmanager
+def in_process(backend, limits=None, **batching):
+    """`create_app(backend)` on uvicorn in a thread, on a free loopback port."""
+    import uvicorn
+
+    from translator.serving.app import create_app
+    from translator.serving.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(create_app(backend, limits, **batching), log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def _post_all(url, bodies):
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda b: request(url, "/translate", b), bodies))
+
+
+def test_batcher_joins_concurrent_requests_by_options():
+    backend = FakeBackend(delay=0.2)
+    bodies = [{"text": f"satz {i}", "beam_size": 1 + i % 2} for i in range(10)]
+    bodies.append({"text": ["a", "b", "c"], "beam_size": 2, "n_best": 2})
+    with in_process(backend, batch_window_ms=100) as url:
+        answers = _post_all(url, bodies)
+    for body, (status, answer) in zip(bodies, answers, strict=True):
+        assert status == 200, answer
+        if isinstance(body["text"], str):
+            assert answer["translation"] == body["text"].upper() + " 0"
+        else:
+            assert [t["translation"] for t in answer["translations"]] == ["A 0", "B 0", "C 0"]
+            assert [h["text"] for h in answer["translations"][1]["hypotheses"]] == ["B 0", "B 1"]
+    assert len(backend.calls) < len(bodies)
+    assert sum(len(texts) for texts, _ in backend.calls) == 13
+
+
+def test_batches_are_at_most_max_batch_size():
+    backend = FakeBackend(delay=0.1)
+    with in_process(backend, batch_window_ms=100, max_batch_size=4) as url:
+        answers = _post_all(url, [{"text": f"satz {i}"} for i in range(12)])
+    assert all(status == 200 for status, _ in answers)
+    assert all(len(texts) <= 4 for texts, _ in backend.calls)
+    assert len(backend.calls) < 12
+
+
+def test_a_failing_batch_is_a_500_for_its_requests_only():
+    backend = FakeBackend(delay=0.2)
+    bodies = [{"text": "boom"}, {"text": "fine", "beam_size": 2}]
+    with in_process(backend, batch_window_ms=50) as url:
+        (bad, bad_answer), (good, good_answer) = _post_all(url, bodies)
+        assert bad == 500
+        assert bad_answer["error"].startswith("translation failed (RuntimeError: the model broke)")
+        assert good == 200 and good_answer["translation"] == "FINE 0"
+        assert request(url, "/translate", {"text": "again"})[1]["translation"] == "AGAIN 0"
+
+
+def test_an_export_fixes_its_options():
+    backend = FakeBackend(
+        fixed_options=True, defaults={"beam_size": 5, "n_best": 2, "length_penalty": 0.0}
+    )
+    with in_process(backend) as url:
+        assert request(url, "/translate", {"text": "x", "beam_size": 5})[0] == 200
+        status, answer = request(url, "/translate", {"text": "x", "beam_size": 3})
+        assert status == 422
+        assert answer["error"].startswith("beam_size: this export fixes beam_size at 5")
+        status, answer = request(url, "/translate", {"text": "x", "n_best": 1})
+        assert status == 422 and answer["error"].startswith("n_best: this export fixes")
+        health = request(url, "/health")[1]
+        assert health["fixed_options"] is True and health["attention"] is False
+
+
+def test_align_without_attention_is_a_400():
+    with in_process(FakeBackend()) as url:
+        status, answer = request(url, "/align", {"text": "Hallo."})
+    assert status == 400
+    assert answer["error"].startswith("this model has no attention")
+
+
+def test_smaller_limits_apply():
+    from translator.serving.app import ServeLimits
+
+    limits = ServeLimits(max_body_bytes=100, max_sentences=2, max_chars=5, max_beam_size=2)
+    with in_process(FakeBackend(), limits) as url:
+        assert request(url, "/translate", {"text": ["a", "b", "c"]})[1]["error"].startswith(
+            "text: 3 sentences, the limit is 2"
+        )
+        assert request(url, "/translate", {"text": "abcdef"})[1]["error"].startswith(
+            "text: 6 characters, the limit is 5"
+        )
+        assert request(url, "/translate", {"text": "a", "beam_size": 3})[0] == 422
+        assert request(url, "/translate", {"text": "a" * 200})[0] == 413
+
+
+def test_serve_announces_its_port_and_stops_after_max_requests(capfd):
+    from translator.serving.server import serve
+
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("code", serve(FakeBackend(), port=0, max_requests=2)),
+        daemon=True,
+    )
+    thread.start()
+    deadline = time.monotonic() + 20
+    out = ""
+    while "serving on" not in out and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out += capfd.readouterr().out
+    match = re.search(r"^serving on (http://127\.0\.0\.1:(\d+))$", out, re.M)
+    assert match, out
+    assert request(match[1], "/health")[0] == 200
+    assert request(match[1], "/translate", {"text": "eins"})[1]["translation"] == "EINS 0"
+    thread.join(20)
+    assert result == {"code": 0}
+
+
+def test_serve_stops_after_its_timeout(capfd):
+    from translator.serving.server import serve
+
+    started = time.monotonic()
+    assert serve(FakeBackend(), port=0, timeout=0.2) == 0
+    assert time.monotonic() - started < 10
+    assert re.fullmatch(r"serving on http://127\.0\.0\.1:\d+\n", capfd.readouterr().out)

@@ -1,0 +1,175 @@
+"""`translator export`: the SavedModel loads stand-alone and translates exactly as the Python API."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.pipelines.helpers import cli
+
+# Inputs that must behave exactly as in the Python API: padding (mixed lengths in one batch),
+# empty and blank strings, Unicode whitespace and composition, an over-long input, duplicates.
+EDGE_CASES = [
+    "",
+    "   ",
+    "Das  ist\u3000ein\tTest.\u00a0",
+    "Mu\u0308ller sagt: \u201eJa\u201c.",
+    "Hallo",
+    "Ein sehr langer Satz, der nicht enden will, " * 12,
+    "x" * 400,
+    "Hallo",
+]
+
+
+def _test_sources(run, n=None):
+    lines = (run / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    return [line.split("\t")[0] for line in lines][:n]
+
+
+@pytest.fixture(scope="module")
+def greedy_export(tiny_attention_run, tmp_path_factory):
+    from translator.export import export_run
+
+    return export_run(tiny_attention_run, tmp_path_factory.mktemp("export") / "greedy", beam_size=1)
+
+
+@pytest.fixture(scope="module")
+def beam_export(tiny_attention_run, tmp_path_factory):
+    from translator.export import export_run
+
+    out = tmp_path_factory.mktemp("export") / "beam"
+    return export_run(
+        tiny_attention_run, out, beam_size=4, n_best=3, length_penalty=0.6, batch_size=7
+    )
+
+
+def test_greedy_export_equals_python_api_standalone(tiny_attention_run, greedy_export):
+    from translator.export import check_export
+
+    sentences = _test_sources(tiny_attention_run) + EDGE_CASES
+    report = check_export(greedy_export, sentences)
+    assert report.passed, report.mismatches
+    assert report.sentences == len(sentences)
+    assert report.max_score_difference < 1e-5
+
+
+def test_beam_nbest_export_equals_python_api_standalone(tiny_attention_run, beam_export):
+    """Beam 4, 3-best, length penalty, batches of 7 (so several padded batches in the graph)."""
+    from translator.export import check_export
+
+    report = check_export(beam_export, _test_sources(tiny_attention_run) + EDGE_CASES)
+    assert report.passed, report.mismatches
+
+
+def test_export_layout_and_info(tiny_attention_run, beam_export):
+    from translator.export import read_export_info
+
+    assert (beam_export / "saved_model.pb").is_file()
+    assert sorted(p.name for p in (beam_export / "assets").iterdir()) == ["src.model", "tgt.model"]
+    assert (beam_export / "assets" / "src.model").read_bytes() == (
+        tiny_attention_run / "tokenizers" / "src.model"
+    ).read_bytes()
+    info = read_export_info(beam_export)
+    assert info["decode"]["beam_size"] == 4 and info["decode"]["n_best"] == 3
+    assert info["decode"]["batch_size"] == 7
+    assert not list(beam_export.parent.glob(".*partial"))
+
+
+def test_saved_model_cli_lists_the_signatures(beam_export):
+    exe = shutil.which("saved_model_cli")
+    if exe is None:
+        pytest.skip("saved_model_cli is not on PATH (it comes with the tensorflow package)")
+    out = subprocess.run(
+        [exe, "show", "--dir", str(beam_export), "--all"], capture_output=True, text=True
+    ).stdout
+    assert "signature_def['serving_default']" in out
+    assert "signature_def['translate_nbest']" in out
+    assert "inputs['text'] tensor_info:" in out
+    assert "outputs['translation'] tensor_info:" in out
+    assert "outputs['hypotheses'] tensor_info:" in out
+
+
+def test_export_backend_answers_as_python_api(tiny_attention_run, beam_export):
+    """What `translator serve EXPORT_DIR` decodes with."""
+    from translator.export import load_export_backend
+    from translator.translate import Translator
+
+    backend = load_export_backend(beam_export)
+    assert backend.fixed_options and not backend.has_attention
+    assert backend.defaults == {"beam_size": 4, "n_best": 3, "length_penalty": 0.6}
+    sentences = _test_sources(tiny_attention_run, 5) + ["", "Hallo"]
+    got = backend.translate(sentences, beam_size=4, n_best=2, length_penalty=0.6)
+    want = Translator.load(tiny_attention_run).translate_nbest(
+        sentences, n_best=2, beam_size=4, length_penalty=0.6, batch_size=7
+    )
+    assert [[t for t, _ in row] for row in got] == [[t for t, _ in row] for row in want]
+    assert got[5] == [("", 0.0)]
+
+
+def test_cli_export_with_check(tiny_attention_run, tmp_path):
+    out = tmp_path / "exported"
+    r = cli("export", tiny_attention_run, out, "--beam-size", "2", "--check", "valid")
+    assert r.returncode == 0, r.stderr
+    assert "beam search (beam 2)" in r.stdout
+    assert "translated identically by the stand-alone export and the Python API" in r.stdout
+    assert json.loads((out / "translator_export.json").read_text())["decode"]["beam_size"] == 2
+
+    # An existing export is not overwritten without --force.
+    r = cli("export", tiny_attention_run, out)
+    assert r.returncode == 2
+    assert "already exists" in r.stderr and "--force" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--beam-size", "0"], "decode.beam_size"),
+        (["--n-best", "3", "--beam-size", "2"], "decode.n_best"),
+        (["--length-penalty", "-1"], "decode.length_penalty"),
+        (["--check", "no-such-file.txt"], "--check"),
+    ],
+)
+def test_cli_export_bad_options(tiny_attention_run, tmp_path, capsys, args, message):
+    from translator.pipelines.cli import main
+
+    assert main(["export", str(tiny_attention_run), str(tmp_path / "out"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_refuses_other_tokenizers_and_untrained_dirs(
+    tiny_attention_run, tmp_path, capsys
+):
+    from translator.pipelines.cli import main
+
+    run = tmp_path / "word-run"
+    shutil.copytree(tiny_attention_run, run)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("type: sentencepiece", "type: word"))
+    assert main(["export", str(run), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "only sentencepiece tokenizers" in err and "tokenizer.type" in err
+
+    assert main(["export", str(tmp_path / "empty"), str(tmp_path / "out2")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_export_inside_the_run_directory_is_refused(tiny_attention_run):
+    from translator.export import ExportError, export_run
+
+    with pytest.raises(ExportError, match="inside the run directory"):
+        export_run(tiny_attention_run, tiny_attention_run / "export")
+
+
+def test_standalone_script_blocks_the_project(tiny_attention_run, greedy_export, tmp_path):
+    """The stand-alone check really cannot import this package."""
+    from translator.export import _STANDALONE
+
+    probe = _STANDALONE.split("import tensorflow as tf")[0] + "import translator\n"
+    r = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "translator is not importable" in r.stderr

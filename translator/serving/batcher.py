@@ -1,0 +1,179 @@
+"""An asyncio micro-batcher: concurrent requests share one decoding call.
+
+Requests queue up in arrival order. A worker takes the oldest request and, for up to a short
+batching window (counted from that request's arrival) or until `max_batch_size` sentences are
+waiting, collects every queued request with the same decoding options; then it decodes all their
+sentences with ONE `backend.translate` call and gives each request its slice. Decoding runs in a
+single worker thread, so TensorFlow works off the event loop (slow or idle clients never wait
+for it) and one call at a time. Requests with other options wait for the next batch; an error in
+a batch goes to the requests in that batch only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from translator.serving.backend import Backend
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The decoding options a batch shares."""
+
+    beam_size: int
+    n_best: int
+    length_penalty: float
+
+
+@dataclasses.dataclass
+class _Request:
+    texts: list[str]
+    options: Options
+    future: asyncio.Future
+    arrived: float
+
+
+class Batcher:
+    """Batches `translate` requests for a backend.
+
+    Args:
+        backend: what decodes.
+        window_ms: how long the oldest request may wait for others to join its batch.
+        max_batch_size: a batch closes when this many sentences wait (a larger request is decoded
+            alone).
+
+    Use inside a running event loop: `start()`, then `await translate(...)`, then `await stop()`.
+    """
+
+    def __init__(self, backend: Backend, window_ms: float = 5.0, max_batch_size: int = 64):
+        if window_ms < 0:
+            raise ValueError(f"batch window must be 0 ms or more, got {window_ms}")
+        if max_batch_size < 1:
+            raise ValueError(f"max batch size must be at least 1, got {max_batch_size}")
+        self.backend = backend
+        self.window = window_ms / 1000.0
+        self.max_batch_size = max_batch_size
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._queue: list[_Request] = []
+        self._arrival: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        # For /health and tests: how many backend calls, and sentences in them, so far.
+        self.batches = 0
+        self.sentences = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._arrival = asyncio.Event()
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("the server is shutting down"))
+        self._queue.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- requests ------------------------------------------------------------------------------
+    async def translate(self, texts: list[str], options: Options) -> list[list[tuple[str, float]]]:
+        """The backend's n-best lists for `texts`, decoded in a batch with other requests."""
+        if self._worker is None:
+            raise RuntimeError("Batcher.start() was not called")
+        if not texts:
+            return []
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(list(texts), options, future, time.monotonic()))
+        self._arrival.set()
+        return await future
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the decoding thread (between batches), e.g. `backend.align`."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _waiting(self, options: Options) -> int:
+        return sum(len(r.texts) for r in self._queue if r.options == options)
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                self._arrival.clear()
+                await self._arrival.wait()
+            options = self._queue[0].options
+            deadline = self._queue[0].arrived + self.window
+            while self._waiting(options) < self.max_batch_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrival.clear()
+                try:
+                    await asyncio.wait_for(self._arrival.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            await self._decode(self._take(options))
+
+    def _take(self, options: Options) -> list[_Request]:
+        """The oldest requests with `options`, up to `max_batch_size` sentences (at least one)."""
+        batch: list[_Request] = []
+        rest: list[_Request] = []
+        size = 0
+        for r in self._queue:
+            fits = not batch or size + len(r.texts) <= self.max_batch_size
+            if r.options == options and fits and not r.future.done():
+                batch.append(r)
+                size += len(r.texts)
+            elif not r.future.done():  # a cancelled request is dropped
+                rest.append(r)
+        self._queue = rest
+        return batch
+
+    async def _decode(self, batch: list[_Request]) -> None:
+        if not batch:
+            return
+        texts = [t for r in batch for t in r.texts]
+        o = batch[0].options
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(
+                self.executor,
+                lambda: self.backend.translate(
+                    texts,
+                    beam_size=o.beam_size,
+                    n_best=o.n_best,
+                    length_penalty=o.length_penalty,
+                ),
+            )
+            if len(results) != len(texts):
+                raise RuntimeError(
+                    f"the backend returned {len(results)} results for {len(texts)} sentences"
+                )
+        except asyncio.CancelledError:
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(RuntimeError("the server is shutting down"))
+            raise
+        except Exception as e:  # goes to this batch's requests only
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(e)
+            return
+        self.batches += 1
+        self.sentences += len(texts)
+        start = 0
+        for r in batch:
+            if not r.future.done():
+                r.future.set_result(results[start : start + len(r.texts)])
+            start += len(r.texts)
