@@ -109,15 +109,19 @@ def test_export_backend_answers_as_python_api(tiny_attention_run, beam_export):
 
 
 def test_cli_export_with_check(tiny_attention_run, tmp_path):
-    out = tmp_path / "exported"
-    r = cli("export", tiny_attention_run, out, "--beam-size", "2", "--check", "valid")
+    """As a user types it: relative paths, from the directory that holds them."""
+    shutil.copytree(tiny_attention_run, tmp_path / "runs" / "tiny")
+    out = tmp_path / "exports" / "tiny"
+    r = cli(
+        "export", "runs/tiny", "exports/tiny", "--beam-size", "2", "--check", "valid", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     assert "beam search (beam 2)" in r.stdout
     assert "translated identically by the stand-alone export and the Python API" in r.stdout
     assert json.loads((out / "translator_export.json").read_text())["decode"]["beam_size"] == 2
 
     # An existing export is not overwritten without --force.
-    r = cli("export", tiny_attention_run, out)
+    r = cli("export", "runs/tiny", "exports/tiny", cwd=tmp_path)
     assert r.returncode == 2
     assert "already exists" in r.stderr and "--force" in r.stderr
     assert "Traceback" not in r.stderr

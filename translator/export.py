@@ -372,6 +372,7 @@ def check_export(export_dir: str | Path, sentences: list[str], run_dir=None) -> 
 
     from translator.translate import Translator
 
+    export_dir = Path(export_dir).resolve()  # the check runs in another working directory
     info = read_export_info(export_dir)
     run = run_dir or info.get("source_run")
     if not run:
