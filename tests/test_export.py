@@ -97,7 +97,7 @@ def test_export_backend_answers_as_python_api(tiny_attention_run, beam_export):
     from translator.translate import Translator
 
     backend = load_export_backend(beam_export)
-    assert backend.fixed_options and not backend.has_attention
+    assert backend.fixed_options
     assert backend.defaults == {"beam_size": 4, "n_best": 3, "length_penalty": 0.6}
     sentences = _test_sources(tiny_attention_run, 5) + ["", "Hallo"]
     got = backend.translate(sentences, beam_size=4, n_best=2, length_penalty=0.6)
@@ -177,3 +177,24 @@ def test_standalone_script_blocks_the_project(tiny_attention_run, greedy_export,
     r = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
     assert r.returncode != 0
     assert "translator is not importable" in r.stderr
+
+
+def test_align_signature_equals_python_api(tiny_attention_run, beam_export):
+    """Attention models export an `align` signature, so `serve EXPORT_DIR` draws heatmaps."""
+    import numpy as np
+
+    from translator.export import load_export_backend
+    from translator.translate import Translator
+
+    backend = load_export_backend(beam_export)
+    assert backend.has_attention
+    api = Translator.load(tiny_attention_run)
+    for sentence in [*_test_sources(tiny_attention_run, 3), "", "Hallo  Welt"]:
+        got = backend.align(sentence)
+        want = api.align(sentence, beam_size=4, length_penalty=0.6, batch_size=7)
+        assert got["source_tokens"] == want.source_tokens
+        assert got["target_tokens"] == want.target_tokens
+        assert got["translation"] == want.translation
+        np.testing.assert_allclose(
+            np.array(got["attention"]).reshape(want.attention.shape), want.attention, atol=1e-6
+        )

@@ -27,7 +27,10 @@ Signatures (the batch axis N is free):
 - `serving_default(text: string [N])` -> `translation: string [N]`, `score: float32 [N]` (the
   best hypothesis and its length-normalised score);
 - `translate_nbest(text: string [N])` -> `hypotheses: string [N, n_best]`,
-  `scores: float32 [N, n_best]`, best first; missing hypotheses are "" with score -inf.
+  `scores: float32 [N, n_best]`, best first; missing hypotheses are "" with score -inf;
+- `align(text: string [])` (attention models) -> `source_tokens: string [S]`,
+  `target_tokens: string [T]` (EOS included), `translation: string []`,
+  `attention: float32 [T, S]`, as `Translator.align` gives them.
 
 Only SentencePiece tokenizers run inside the graph; word and character tokenizers are refused.
 """
@@ -195,6 +198,31 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
             texts, scores = self._search(text)
             return {"hypotheses": texts, "scores": scores}
 
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="text")])
+        def align(self, text):
+            """One sentence -> its pieces, the best hypothesis' pieces (EOS included), the
+            translation and the attention [T_out, S], as `Translator.align` gives them."""
+            ids = self.src_tokenizer.tokenize(normalize(text[None]))  # ragged [1, (S)]
+            src = ids.to_tensor(default_value=0)
+
+            def found():
+                tokens, out_len, _, _ = decode_batch(src)
+                best = tokens[0, 0, : out_len[0, 0]]
+                tgt_in = tf.concat([[BOS_ID], best], 0)[None]
+                return best, model.attention_weights(src, tgt_in)[0]
+
+            def empty():
+                return tf.zeros([0], tf.int32), tf.zeros([1, 0], tf.float32)
+
+            best, weights = tf.cond(tf.shape(src)[1] > 0, found, empty)
+            kept = tf.boolean_mask(best, best > EOS_ID)
+            return {
+                "source_tokens": self.src_tokenizer.id_to_string(ids.flat_values),
+                "target_tokens": self.tgt_tokenizer.id_to_string(tf.concat([best, [EOS_ID]], 0)),
+                "translation": self.tgt_tokenizer.detokenize(kept[None])[0],
+                "attention": tf.cast(weights, tf.float32),
+            }
+
     return ExportModule()
 
 
@@ -249,6 +277,7 @@ def export_run(
     from translator.translate import Translator
 
     translator = Translator.load(run)
+    has_attention = getattr(translator.model, "attention", None) is not None
     src = load_tokenizer(run.tokenizers, kind, "src")
     assert isinstance(src, SentencePieceTokenizer)
     module = _build_module(
@@ -262,14 +291,10 @@ def export_run(
     tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tf.saved_model.save(
-        module,
-        str(tmp),
-        signatures={
-            "serving_default": module.translate,
-            "translate_nbest": module.translate_nbest,
-        },
-    )
+    signatures = {"serving_default": module.translate, "translate_nbest": module.translate_nbest}
+    if has_attention:
+        signatures["align"] = module.align
+    tf.saved_model.save(module, str(tmp), signatures=signatures)
     import tensorflow_text
 
     atomic_write_json(
@@ -278,8 +303,8 @@ def export_run(
             "source_run": str(run.path.resolve()),
             "model_file": str(run.model_file.resolve()),
             "decode": dataclasses.asdict(settings),
-            "signatures": list(SIGNATURES),
-            "attention": getattr(translator.model, "attention", None) is not None,
+            "signatures": [*SIGNATURES, *(["align"] if has_attention else [])],
+            "attention": has_attention,
             "tensorflow": tf.__version__,
             "tensorflow_text": tensorflow_text.__version__,
             "load": "import tensorflow_text before tf.saved_model.load (it registers the "
@@ -418,7 +443,6 @@ class ExportBackend:
     """An export seen by the server (`translator serve EXPORT_DIR`): decoding options are fixed
     inside the graph, so a request may only ask for those (or fewer hypotheses)."""
 
-    has_attention = False
     fixed_options = True
 
     def __init__(self, path: str | Path):
@@ -431,6 +455,8 @@ class ExportBackend:
         if "translate_nbest" not in self._model.signatures:
             raise ExportError(f"{path} has no translate_nbest signature; export it again")
         self._nbest = self._model.signatures["translate_nbest"]
+        self._align = self._model.signatures.get("align")
+        self.has_attention = self._align is not None
         decode = info.get("decode") or {}
         self.name = self.path.resolve().name
         self.defaults = {k: decode.get(k) for k in ("beam_size", "n_best", "length_penalty")}
@@ -455,9 +481,18 @@ class ExportBackend:
         ]
 
     def align(self, text: str) -> dict:
-        raise ExportError(
-            "an export carries no attention output; serve the run directory for heatmaps"
-        )
+        """As `PythonBackend.align`: tokens, translation and attention of the best hypothesis."""
+        import tensorflow as tf
+
+        if self._align is None:
+            raise ExportError("this export has no align signature (its model has no attention)")
+        out = self._align(text=tf.constant(text, tf.string))
+        return {
+            "source_tokens": [t.decode("utf-8") for t in out["source_tokens"].numpy()],
+            "target_tokens": [t.decode("utf-8") for t in out["target_tokens"].numpy()],
+            "translation": out["translation"].numpy().decode("utf-8"),
+            "attention": out["attention"].numpy().astype(float).tolist(),
+        }
 
 
 def load_export_backend(path: str | Path) -> ExportBackend:
