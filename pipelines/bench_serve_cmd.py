@@ -9,32 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from translator.pipelines import argtypes
+
 STARTUP_SECONDS = 300.0  # the server's import of TensorFlow and its model load
 HEALTH_SECONDS = 60.0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def _client_counts(text: str) -> tuple[int, ...]:
@@ -63,21 +44,21 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--requests",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=200,
         metavar="N",
         help="requests per load test (default 200)",
     )
     p.add_argument(
         "--sentences-per-request",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=1,
         metavar="N",
         help="sentences in each request (default 1; more send a list)",
     )
     p.add_argument(
         "--beam-size",
-        type=_positive_int,
+        type=argtypes.positive_int,
         metavar="N",
         help="beam size sent with each request (default: server's)",
     )
@@ -103,14 +84,14 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--request-timeout",
-        type=_positive_seconds,
+        type=argtypes.positive_seconds,
         default=60.0,
         metavar="SECONDS",
         help="seconds one request may take before it counts as an error (default 60)",
     )
     p.add_argument(
         "--max-seconds",
-        type=_positive_seconds,
+        type=argtypes.positive_seconds,
         default=600.0,
         metavar="SECONDS",
         help="wall-clock limit of each load test; requests not sent by then are reported (default 600)",

@@ -6,35 +6,7 @@ import argparse
 import logging
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (0 = a free port), got {value}")
-    return value
+from translator.pipelines import argtypes
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,21 +25,21 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--port",
-        type=_port,
+        type=argtypes.port,
         default=8080,
         metavar="N",
         help="TCP port (default 8080; 0: a free one)",
     )
     p.add_argument(
         "--batch-window-ms",
-        type=_non_negative_float,
+        type=argtypes.non_negative_float,
         metavar="MS",
         default=5.0,
         help="how long a request waits for others to share its batch (default 5)",
     )
     p.add_argument(
         "--max-batch-size",
-        type=_positive_int,
+        type=argtypes.positive_int,
         metavar="N",
         default=64,
         help="sentences per decoding batch (default 64)",
@@ -78,16 +50,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-body-bytes", "request body size in bytes (default 1000000)"),
         ("--max-beam-size", "largest beam a request may ask for (default 16)"),
     ):
-        p.add_argument(flag, type=_positive_int, metavar="N", help=text)
+        p.add_argument(flag, type=argtypes.positive_int, metavar="N", help=text)
     p.add_argument(
         "--max-requests",
-        type=_positive_int,
+        type=argtypes.positive_int,
         metavar="N",
         help="stop after this many requests (for tests and load tests)",
     )
     p.add_argument(
         "--timeout",
-        type=_non_negative_float,
+        type=argtypes.non_negative_float,
         metavar="SECONDS",
         help="stop after this many seconds (for tests and load tests)",
     )

@@ -28,61 +28,37 @@ def _test_sources(run, n=None):
     return [line.split("\t")[0] for line in lines][:n]
 
 
-@pytest.fixture(scope="module")
-def greedy_export(tiny_attention_run, tmp_path_factory):
-    from translator.export import export_run
-
-    return export_run(tiny_attention_run, tmp_path_factory.mktemp("export") / "greedy", beam_size=1)
-
-
-@pytest.fixture(scope="module")
-def beam_export(tiny_attention_run, tmp_path_factory):
-    from translator.export import export_run
-
-    out = tmp_path_factory.mktemp("export") / "beam"
-    return export_run(
-        tiny_attention_run, out, beam_size=4, n_best=3, length_penalty=0.6, batch_size=7
-    )
-
-
-def test_greedy_export_equals_python_api_standalone(tiny_attention_run, greedy_export):
-    from translator.export import check_export
-
-    sentences = _test_sources(tiny_attention_run) + EDGE_CASES
-    report = check_export(greedy_export, sentences)
-    assert report.passed, report.mismatches
-    assert report.sentences == len(sentences)
-    assert report.max_score_difference < 1e-5
-
-
-def test_beam_nbest_export_equals_python_api_standalone(tiny_attention_run, beam_export):
+def test_beam_nbest_export_equals_python_api_standalone(tiny_attention_run, tiny_attention_export):
     """Beam 4, 3-best, length penalty, batches of 7 (so several padded batches in the graph)."""
     from translator.export import check_export
 
-    report = check_export(beam_export, _test_sources(tiny_attention_run) + EDGE_CASES)
+    report = check_export(tiny_attention_export, _test_sources(tiny_attention_run) + EDGE_CASES)
     assert report.passed, report.mismatches
 
 
-def test_export_layout_and_info(tiny_attention_run, beam_export):
+def test_export_layout_and_info(tiny_attention_run, tiny_attention_export):
     from translator.export import read_export_info
 
-    assert (beam_export / "saved_model.pb").is_file()
-    assert sorted(p.name for p in (beam_export / "assets").iterdir()) == ["src.model", "tgt.model"]
-    assert (beam_export / "assets" / "src.model").read_bytes() == (
+    assert (tiny_attention_export / "saved_model.pb").is_file()
+    assert sorted(p.name for p in (tiny_attention_export / "assets").iterdir()) == [
+        "src.model",
+        "tgt.model",
+    ]
+    assert (tiny_attention_export / "assets" / "src.model").read_bytes() == (
         tiny_attention_run / "tokenizers" / "src.model"
     ).read_bytes()
-    info = read_export_info(beam_export)
+    info = read_export_info(tiny_attention_export)
     assert info["decode"]["beam_size"] == 4 and info["decode"]["n_best"] == 3
     assert info["decode"]["batch_size"] == 7
-    assert not list(beam_export.parent.glob(".*partial"))
+    assert not list(tiny_attention_export.parent.glob(".*partial"))
 
 
-def test_saved_model_cli_lists_the_signatures(beam_export):
+def test_saved_model_cli_lists_the_signatures(tiny_attention_export):
     exe = shutil.which("saved_model_cli")
     if exe is None:
         pytest.skip("saved_model_cli is not on PATH (it comes with the tensorflow package)")
     out = subprocess.run(
-        [exe, "show", "--dir", str(beam_export), "--all"], capture_output=True, text=True
+        [exe, "show", "--dir", str(tiny_attention_export), "--all"], capture_output=True, text=True
     ).stdout
     assert "signature_def['serving_default']" in out
     assert "signature_def['translate_nbest']" in out
@@ -91,12 +67,12 @@ def test_saved_model_cli_lists_the_signatures(beam_export):
     assert "outputs['hypotheses'] tensor_info:" in out
 
 
-def test_export_backend_answers_as_python_api(tiny_attention_run, beam_export):
+def test_export_backend_answers_as_python_api(tiny_attention_run, tiny_attention_export):
     """What `translator serve EXPORT_DIR` decodes with."""
     from translator.export import load_export_backend
     from translator.translate import Translator
 
-    backend = load_export_backend(beam_export)
+    backend = load_export_backend(tiny_attention_export)
     assert backend.fixed_options
     assert backend.defaults == {"beam_size": 4, "n_best": 3, "length_penalty": 0.6}
     sentences = _test_sources(tiny_attention_run, 5) + ["", "Hallo"]
@@ -108,17 +84,22 @@ def test_export_backend_answers_as_python_api(tiny_attention_run, beam_export):
     assert got[5] == [("", 0.0)]
 
 
-def test_cli_export_with_check(tiny_attention_run, tmp_path):
-    """As a user types it: relative paths, from the directory that holds them."""
+def test_cli_export_greedy_with_check(tiny_attention_run, tmp_path):
+    """As a user types it, with relative paths: a greedy export, loaded stand-alone, translates
+    the test split and the edge cases exactly as the Python API."""
     shutil.copytree(tiny_attention_run, tmp_path / "runs" / "tiny")
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(_test_sources(tiny_attention_run) + EDGE_CASES) + "\n")
     out = tmp_path / "exports" / "tiny"
     r = cli(
-        "export", "runs/tiny", "exports/tiny", "--beam-size", "2", "--check", "valid", cwd=tmp_path
-    )
+        "export", "runs/tiny", "exports/tiny", "--beam-size", "1", "--check", sentences.name,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "beam search (beam 2)" in r.stdout
-    assert "translated identically by the stand-alone export and the Python API" in r.stdout
-    assert json.loads((out / "translator_export.json").read_text())["decode"]["beam_size"] == 2
+    assert "greedy search" in r.stdout
+    n = len(_test_sources(tiny_attention_run) + EDGE_CASES)
+    assert f"{n}/{n} sentences translated identically by the stand-alone export" in r.stdout
+    assert json.loads((out / "translator_export.json").read_text())["decode"]["beam_size"] == 1
 
     # An existing export is not overwritten without --force.
     r = cli("export", "runs/tiny", "exports/tiny", cwd=tmp_path)
@@ -169,7 +150,7 @@ def test_export_inside_the_run_directory_is_refused(tiny_attention_run):
         export_run(tiny_attention_run, tiny_attention_run / "export")
 
 
-def test_standalone_script_blocks_the_project(tiny_attention_run, greedy_export, tmp_path):
+def test_standalone_script_blocks_the_project():
     """The stand-alone check really cannot import this package."""
     from translator.export import _STANDALONE
 
@@ -179,14 +160,14 @@ def test_standalone_script_blocks_the_project(tiny_attention_run, greedy_export,
     assert "translator is not importable" in r.stderr
 
 
-def test_align_signature_equals_python_api(tiny_attention_run, beam_export):
+def test_align_signature_equals_python_api(tiny_attention_run, tiny_attention_export):
     """Attention models export an `align` signature, so `serve EXPORT_DIR` draws heatmaps."""
     import numpy as np
 
     from translator.export import load_export_backend
     from translator.translate import Translator
 
-    backend = load_export_backend(beam_export)
+    backend = load_export_backend(tiny_attention_export)
     assert backend.has_attention
     api = Translator.load(tiny_attention_run)
     for sentence in [*_test_sources(tiny_attention_run, 3), "", "Hallo  Welt"]:
