@@ -167,6 +167,25 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_bench_distribute(args) -> int:
+    from translator.distribute_bench import run_distribute_benchmark
+
+    load_config(args.config, overrides=args.set or [])  # a bad config fails here, in one line
+    results = run_distribute_benchmark(args.config, steps=args.steps, overrides=args.set)
+    text = json.dumps(results, indent=2)
+    if args.json == "-":
+        print(text)
+        return 0
+    for key in ("mirrored_vs_none", "multi_worker_vs_none"):
+        print(f"{key}: {results[key]}")
+    if args.json:
+        from translator.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML file, e.g. configs/tiny.yaml")
     p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
@@ -274,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser(
+        "bench-distribute",
+        help="training tokens/s with train.distribute none, mirrored (2 CPU devices) and "
+        "multi_worker (2 local workers), side by side",
+    )
+    p.add_argument("config", help="experiment YAML file, e.g. configs/tiny.yaml")
+    p.add_argument("--steps", type=int, default=30, help="training steps per epoch (2 epochs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--json", nargs="?", const="-", help="print JSON (or write it to the file)")
+    p.set_defaults(func=cmd_bench_distribute)
+
     from translator.pipelines.bench_serve_cmd import add_bench_serve_arguments, cmd_bench_serve
 
     p = sub.add_parser(
@@ -288,6 +318,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a trained model over HTTP: a JSON API and a web page")
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
+
+    from translator.pipelines.synth_cmd import add_synth_arguments, cmd_synth
+
+    p = sub.add_parser(
+        "synth-corpus",
+        help="write a synthetic corpus of N pairs: the bundled pairs repeated with light noise",
+    )
+    add_synth_arguments(p)
+    p.set_defaults(func=cmd_synth)
+
+    from translator.pipelines.bench_scale_cmd import add_bench_scale_arguments, cmd_bench_scale
+
+    p = sub.add_parser(
+        "bench-scale",
+        help="wall time and peak memory (RSS) of prepare, tokenize and N training steps per config",
+        description="Run prepare, tokenize and train (N steps) of each CONFIG as subprocesses in "
+        "a fresh run directory, measuring each stage's wall time and peak resident memory; print "
+        "a table per config and the ratio of peak memory between configs.",
+    )
+    add_bench_scale_arguments(p)
+    p.set_defaults(func=cmd_bench_scale)
     return parser
 
 

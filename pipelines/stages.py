@@ -8,9 +8,10 @@ fingerprint is unchanged and its outputs exist, the stage is skipped (unless for
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from translator.config import Config
@@ -19,11 +20,13 @@ from translator.data.corpus import (
     CorpusError,
     Pair,
     ReadReport,
-    clean,
+    count_lines,
+    heldout_indices,
+    iter_clean,
+    iter_tsv,
     normalize,
     read_split,
     read_tsv,
-    split_pairs,
     write_tsv,
 )
 from translator.io import (
@@ -47,11 +50,18 @@ STAGE_SECTIONS = {
 }
 
 
-def _progress(items, desc: str, unit: str):
+def _progress(items, desc: str, unit: str, total: int | None = None):
     """`items` with a progress bar and counts on a terminal (nothing in a log file)."""
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit=f" {unit}", file=sys.stderr, disable=not sys.stderr.isatty())
+    return tqdm(
+        items,
+        desc=desc,
+        unit=f" {unit}",
+        total=total,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    )
 
 
 class StageError(RuntimeError):
@@ -87,7 +97,7 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
         return fingerprint("tokenize", cfg.section("tokenizer"), _fingerprint_of(ctx, "prepare"))
     if stage == "train":
         return fingerprint(
-            "train", model_section(cfg), cfg.section("train"), _fingerprint_of(ctx, "tokenize")
+            "train", model_section(cfg), train_section(cfg), _fingerprint_of(ctx, "tokenize")
         )
     if stage == "evaluate":
         return fingerprint(
@@ -110,9 +120,27 @@ def model_section(cfg: Config) -> dict:
     return model
 
 
+def train_section(cfg: Config) -> dict:
+    """The train config as it matters for the result. How training runs (`distribute`,
+    `cpu_devices`) is left out: a run may resume on other devices. The precision and accumulation
+    options are left out at their defaults, so runs made before they existed keep their
+    fingerprints."""
+    train = cfg.section("train")
+    for key in ("distribute", "cpu_devices"):
+        train.pop(key, None)
+    for key, default in (
+        ("learning_rate_scaling", "keep"),
+        ("mixed_precision", "none"),
+        ("accumulate_steps", 1),
+    ):
+        if train.get(key, default) == default:
+            train.pop(key, None)
+    return train
+
+
 def training_fingerprint(ctx: Context) -> str:
     """What must match for a checkpoint to be resumed: model, data, tokenizers, all but stop settings."""
-    train = {k: v for k, v in ctx.config.section("train").items() if k not in STOP_KEYS}
+    train = {k: v for k, v in train_section(ctx.config).items() if k not in STOP_KEYS}
     return fingerprint(
         "train-resume", model_section(ctx.config), train, _fingerprint_of(ctx, "tokenize")
     )
@@ -143,6 +171,13 @@ def _input_digests(cfg: Config) -> dict:
 
 def _outputs_exist(ctx: Context, stage: str) -> bool:
     run, kind = ctx.run, ctx.config.tokenizer.type
+    if stage == "tokenize":
+        from translator.data.records import records_complete
+
+        # The training records (shards and manifest) too: a run directory from before they
+        # existed tokenizes again (and `train` alone writes them if they are missing).
+        if not records_complete(run.train_records):
+            return False
     required = {
         "prepare": [run.split(s) for s in SPLITS],
         "tokenize": [run.tokenizer_file(kind, side) for side in ("src", "tgt")],
@@ -172,14 +207,35 @@ def run_stage(ctx: Context, stage: str) -> dict:
     t0 = time.time()
     summary = fn(ctx)
     summary["seconds"] = round(time.time() - t0, 2)
+    if not _is_chief(ctx):
+        return summary  # a multi-worker training worker other than the chief writes nothing here
     _record_config(ctx, stage)
     # Recompute: evaluate's fingerprint depends on the model file, train's output.
     atomic_write_json(marker, {"fingerprint": _stage_fingerprint(ctx, stage), "summary": summary})
     return summary
 
 
+def _is_chief(ctx: Context) -> bool:
+    from translator.training.distribute import worker_role
+
+    return worker_role(ctx.config.train.distribute).is_chief
+
+
 def run_stages(ctx: Context, stages: list[str]) -> None:
-    """Run `stages` in pipeline order, holding the run directory's writer lock."""
+    """Run `stages` in pipeline order, holding the run directory's writer lock.
+
+    With `train.distribute: multi_worker`, the workers other than the chief only train, without
+    the lock: they read the run directory and the chief writes it."""
+    if not _is_chief(ctx):
+        others = [s for s in stages if s != "train"]
+        if others:
+            raise StageError(
+                f"stages {', '.join(others)}: with train.distribute: multi_worker, a worker other "
+                "than the chief runs only `translator train`; prepare and tokenize the run first "
+                "(translator run CONFIG --stages prepare,tokenize)"
+            )
+        run_stage(ctx, "train")
+        return
     with ctx.run.lock():
         for stage in STAGES:
             if stage in stages:
@@ -201,25 +257,64 @@ def _record_config(ctx: Context, stage: str) -> None:
 
 # -- prepare ---------------------------------------------------------------------------------------
 def prepare(ctx: Context) -> dict:
-    """Read, normalise, filter and split the corpus into data/{train,valid,test}.tsv."""
+    """Read, normalise, filter and split the corpus into data/{train,valid,test}.tsv, streaming.
+
+    Training pairs are cleaned and written to train.tsv as they are read, in bounded memory;
+    reading stops once `data.max_train_pairs` are written (`train_dropped` and the skipped-line
+    counts then cover the lines read until then). Valid and test splits are small and read whole.
+    A corpus without them has them cut from train in two passes, in O(valid + test) memory: the
+    first counts the cleaned pairs (n); `random.Random(data.split_seed).sample(range(n),
+    n_valid + n_test)` picks the positions of valid (the first n_valid, in that order) and of
+    test; the second pass writes the other pairs to train.tsv in corpus order and collects the
+    held-out ones (see `heldout_indices`). Before streaming, a made split shuffled the whole
+    list, so the same seed now holds out other pairs than it used to.
+    """
     cfg = ctx.config
     d = cfg.data
     report = ReadReport()
-    raw = {split: read_split(d, split, report) for split in SPLITS}
-    train, train_report = clean(_progress(raw["train"], "[prepare] cleaning", "pairs"), d.max_words)
+    raw_train = read_split(d, "train", report)  # a missing file fails here, before anything
+    raw = {split: read_split(d, split, report) for split in ("valid", "test")}
+    raw = {split: None if pairs is None else list(pairs) for split, pairs in raw.items()}
+    train_report = CleanReport()
+    train_path = ctx.run.split("train")
+    made = raw["valid"] is None or raw["test"] is None
+    if made:
+        cleaned = iter_clean(
+            _progress(raw_train, "[prepare] cleaning (pass 1 of 2)", "pairs"),
+            d.max_words,
+            train_report,
+        )
+        n = sum(1 for _ in cleaned)
+        valid_at, test_at = heldout_indices(n, d.valid_fraction, d.test_fraction, d.split_seed)
+        heldout: dict[int, Pair | None] = dict.fromkeys([*valid_at, *test_at])
+        again = iter_clean(
+            _progress(read_split(d, "train"), "[prepare] writing (pass 2 of 2)", "pairs", n),
+            d.max_words,
+            CleanReport(),
+        )
+        n_train = write_tsv(_nonempty(_cut(again, heldout, d.max_train_pairs), "train"), train_path)
+        if any(p is None for p in heldout.values()):
+            raise CorpusError(f"the {d.corpus} corpus changed while prepare read it twice")
+        made_splits = {
+            "valid": [heldout[i] for i in valid_at],
+            "test": [heldout[i] for i in test_at],
+        }
+        raw = {split: made_splits[split] if raw[split] is None else raw[split] for split in raw}
+    else:
+        cleaned = iter_clean(
+            _progress(raw_train, "[prepare] cleaning", "pairs"), d.max_words, train_report
+        )
+        n_train = write_tsv(
+            _nonempty(itertools.islice(cleaned, d.max_train_pairs), "train"), train_path
+        )
     summary: dict = {
         "malformed_skipped": report.malformed,
         "blank_lines_skipped": report.blank,
         "train_dropped": dataclasses.asdict(train_report),
     }
-    if raw["valid"] is None or raw["test"] is None:
-        train, valid_split, test_split = split_pairs(
-            train, d.valid_fraction, d.test_fraction, d.split_seed
-        )
-        raw["valid"] = raw["valid"] if raw["valid"] is not None else valid_split
-        raw["test"] = raw["test"] if raw["test"] is not None else test_split
+    if made:
         summary["split"] = "made deterministically from train"
-    splits = {"train": train}
+    splits = {}
     for split in ("valid", "test"):
         # Evaluation sets are normalised but not length-filtered: every sentence is scored.
         pairs = [Pair(normalize(p.src), normalize(p.tgt)) for p in raw[split]]
@@ -228,8 +323,9 @@ def prepare(ctx: Context) -> dict:
             CleanReport(kept=len(kept), empty=len(pairs) - len(kept))
         )
         splits[split] = kept
-    limits = {"train": d.max_train_pairs, "valid": d.max_valid_pairs, "test": d.max_test_pairs}
-    for split in SPLITS:
+    summary["train_pairs"] = n_train
+    limits = {"valid": d.max_valid_pairs, "test": d.max_test_pairs}
+    for split in ("valid", "test"):
         if limits[split] is not None:
             splits[split] = splits[split][: limits[split]]
         if not splits[split]:
@@ -248,6 +344,34 @@ def prepare(ctx: Context) -> dict:
     return summary
 
 
+def _cut(
+    pairs: Iterable[Pair], heldout: dict[int, Pair | None], limit: int | None
+) -> Iterator[Pair]:
+    """The training pairs of a made split: `pairs` but those at the positions of `heldout`,
+    which are stored there instead. With `limit`, the first `limit` training pairs, reading on
+    only as far as the last held-out position."""
+    last = max(heldout)
+    written = 0
+    for i, p in enumerate(pairs):
+        if i in heldout:
+            heldout[i] = p
+        elif limit is None or written < limit:
+            written += 1
+            yield p
+        if limit is not None and written >= limit and i >= last:
+            return
+
+
+def _nonempty(pairs: Iterable[Pair], split: str) -> Iterator[Pair]:
+    """`pairs`, failing at their end if there were none (before the split's file is replaced)."""
+    empty = True
+    for p in pairs:
+        empty = False
+        yield p
+    if empty:
+        raise CorpusError(f"the {split} split is empty after cleaning; check data.* settings")
+
+
 def load_split(run_dir: Path, split: str) -> list[Pair]:
     path = RunDir(run_dir).split(split)
     if not path.is_file():
@@ -257,20 +381,26 @@ def load_split(run_dir: Path, split: str) -> list[Pair]:
 
 # -- tokenize --------------------------------------------------------------------------------------
 def tokenize(ctx: Context) -> dict:
-    """Train source and target tokenizers on the training split; save them in tokenizers/."""
+    """Train source and target tokenizers on the training split (streamed; SentencePiece samples
+    `SENTENCEPIECE_MAX_SENTENCES` of a larger split); save them in tokenizers/. Then encode the
+    training split in chunks into sharded TFRecord files in data/ (`translator.data.records`),
+    which training reads."""
+    from translator.data.records import write_train_records
     from translator.data.tokenizers import save_tokenizer, train_tokenizer
 
     t = ctx.config.tokenizer
-    train = load_split(ctx.run_dir, "train")
-    summary = {}
-    for side, texts, size in (
-        ("src", [p.src for p in train], t.src_vocab_size),
-        ("tgt", [p.tgt for p in train], t.tgt_vocab_size),
-    ):
+    path = ctx.run.split("train")
+    if not path.is_file():
+        raise StageError(f"{path} is missing; run the `prepare` stage first")
+    n = count_lines(path)
+    tokenizers = {}
+    for side, size in (("src", t.src_vocab_size), ("tgt", t.tgt_vocab_size)):
+        pairs = _progress(iter_tsv(path), f"[tokenize] reading {side}", "sentences", n)
         tok = train_tokenizer(
             t.type,
-            texts,
+            (getattr(p, side) for p in pairs),
             size,
+            sentence_count=n,
             model_type=t.model_type,
             character_coverage=t.character_coverage,
             lowercase=t.lowercase,
@@ -278,15 +408,24 @@ def tokenize(ctx: Context) -> dict:
             seed=ctx.config.train.seed,
         )
         save_tokenizer(tok, ctx.run.tokenizers, side)
-        encoded = tok.encode_batch(_progress(texts, f"[tokenize] encoding {side}", "sentences"))
-        lengths = [len(ids) for ids in encoded]
-        summary[f"{side}_vocab_size"] = tok.vocab_size
-        summary[f"{side}_mean_tokens"] = round(sum(lengths) / len(lengths), 2)
-        summary[f"{side}_max_tokens"] = max(lengths)
+        tokenizers[side] = tok
+    records = write_train_records(
+        ctx.run,
+        tokenizers["src"],
+        tokenizers["tgt"],
+        progress=lambda pairs: _progress(pairs, "[tokenize] encoding", "pairs", n),
+    )
+    summary = {}
+    for side in ("src", "tgt"):
+        summary[f"{side}_vocab_size"] = tokenizers[side].vocab_size
+        summary[f"{side}_mean_tokens"] = round(records[f"{side}_tokens"] / records["pairs"], 2)
+        summary[f"{side}_max_tokens"] = records[f"{side}_max_tokens"]
+    summary["train_shards"] = len(records["shards"])
     ctx.log(
         f"[tokenize] {t.type}: source vocabulary {summary['src_vocab_size']} "
         f"({summary['src_mean_tokens']} tokens/sentence), target vocabulary {summary['tgt_vocab_size']} "
-        f"({summary['tgt_mean_tokens']} tokens/sentence)"
+        f"({summary['tgt_mean_tokens']} tokens/sentence); {records['pairs']} training pairs in "
+        f"{len(records['shards'])} record shards"
     )
     return summary
 
@@ -307,15 +446,20 @@ def load_tokenizers(ctx: Context):
 # -- train -----------------------------------------------------------------------------------------
 def train(ctx: Context) -> dict:
     """Train with checkpoints every epoch; resumes from the last checkpoint when interrupted."""
+    from translator.data.records import open_train_examples
     from translator.training import train as train_model
 
     src_tok, tgt_tok = load_tokenizers(ctx)
+    if not ctx.run.split("train").is_file():
+        raise StageError(f"{ctx.run.split('train')} is missing; run the `prepare` stage first")
     result = train_model(
         ctx.config,
         ctx.run,
         src_tok,
         tgt_tok,
-        load_split(ctx.run_dir, "train"),
+        # The encoded training split, streamed from its records (written here if missing, by the
+        # process that writes the run directory).
+        open_train_examples(ctx.run, ctx.config.tokenizer.type, write_missing=_is_chief(ctx)),
         load_split(ctx.run_dir, "valid"),
         training_fingerprint(ctx),
         verbose=ctx.verbose,

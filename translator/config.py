@@ -226,8 +226,23 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     valid_bleu_pairs: int | None = 500
     # None shuffles the whole training set each pass (a smaller buffer only mixes neighbours, and
-    # the data may be ordered: the bundled dictionary phrases come sorted after the sentences).
+    # the data may be ordered: the bundled dictionary phrases come sorted after the sentences) up
+    # to 1,000,000 pairs; a larger corpus gets a buffer of 1,000,000, filled from its record
+    # shards read in a seeded order, several at a time.
     shuffle_buffer: int | None = None
+    # Scale-out (README, "Training on several devices"). `distribute`: `none` (one device),
+    # `mirrored` (tf.distribute.MirroredStrategy over this machine's GPUs, or its CPU split into
+    # `cpu_devices` logical devices), `multi_worker` (MultiWorkerMirroredStrategy from TF_CONFIG).
+    # `batch_tokens` is the batch of one replica; `learning_rate_scaling: linear` multiplies the
+    # learning rate by the number of replicas times `accumulate_steps`, `keep` leaves it.
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    cpu_devices: int | None = None
+    learning_rate_scaling: Literal["keep", "linear"] = "keep"
+    # Keras dtype policies; softmax, attention scores and the loss stay float32, and
+    # mixed_float16 scales the loss.
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    # Gradients of this many batches are averaged before one optimizer update.
+    accumulate_steps: int = 1
 
     def __post_init__(self) -> None:
         p = "train."
@@ -255,6 +270,19 @@ class TrainConfig:
         for key in ("steps_per_epoch", "valid_bleu_pairs"):
             value = getattr(self, key)
             _check(value is None or value >= 1, p + key, "must be at least 1 (or null)")
+        _check(self.accumulate_steps >= 1, p + "accumulate_steps", "must be at least 1")
+        _check(
+            self.accumulate_steps == 1 or self.distribute == "none",
+            p + "accumulate_steps",
+            "must be 1 with train.distribute: mirrored or multi_worker (Keras 3.15.1 applies "
+            "accumulated gradients inside a conditional, where tf.distribute cannot sum across "
+            "replicas); more replicas or a larger train.batch_tokens give the larger batch",
+        )
+        _check(
+            self.cpu_devices is None or self.cpu_devices >= 1,
+            p + "cpu_devices",
+            "must be at least 1 (or null: the CPU is one device)",
+        )
 
 
 @dataclass

@@ -5,6 +5,8 @@ RUN_DIR/
   config.yaml              the resolved config the run used
   stages/<stage>.json      fingerprint and summary of each finished stage
   data/{train,valid,test}.tsv, data/stats.json
+  data/train-NNNNN-of-NNNNN.tfrecord, data/train.lengths.npy, data/train.records.json
+                           the encoded training split (translator.data.records), from tokenize
   tokenizers/{src,tgt}.{model|json}
   checkpoints/last.keras   weights + optimizer state after the last epoch; state.json beside it
   checkpoints/previous.keras, previous.json   the epoch before, kept until the next is whole
@@ -75,6 +77,12 @@ class RunDir:
     @property
     def data_stats(self) -> Path:
         return self.path / "data" / "stats.json"
+
+    @property
+    def train_records(self) -> Path:
+        """`data/train.records.json`, the manifest of the encoded training split's TFRecord
+        shards (see `translator.data.records`)."""
+        return self.path / "data" / "train.records.json"
 
     @property
     def tokenizers(self) -> Path:

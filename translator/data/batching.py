@@ -1,9 +1,17 @@
-"""tf.data input: encoded pairs batched by length buckets, and padded batches for decoding."""
+"""tf.data input: encoded pairs batched by length buckets, and padded batches for decoding.
+
+A :class:`BucketedDataset` is built from an *examples source*: :class:`EncodedExamples` (encoded
+pairs in memory: the valid split, tests) or `translator.data.records.RecordExamples` (the training
+split as sharded TFRecord files, never read into memory). A source knows its pairs' lengths (so
+the number of batches of a pass is exact without reading the data) and streams its pairs in
+their order; the dataset shuffles, buckets and pads them.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +19,9 @@ import tensorflow as tf
 from translator.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 BUCKET_BOUNDARIES = (6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 64, 96, 128)
+# The largest shuffle buffer `shuffle_buffer=None` asks for: the whole data up to this many pairs,
+# beyond it (corpora larger than memory) a buffer of this many.
+MAX_SHUFFLE_BUFFER = 1_000_000
 
 
 def bucket_batch_sizes(
@@ -27,65 +38,164 @@ def _ragged(seqs: Sequence[Sequence[int]]) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
 
+def shard_positions(n: int, shard: tuple[int, int] | None) -> slice:
+    """The positions `shard=(num_shards, index)` keeps of `n` examples (every `num_shards`-th
+    from `index`), as a slice; all of them for None."""
+    if shard is None:
+        return slice(0, n)
+    num_shards, index = shard
+    if num_shards < 1 or not 0 <= index < num_shards:
+        raise ValueError(f"shard={shard!r}: expected (num_shards >= 1, 0 <= index < num_shards)")
+    return slice(index, n, num_shards)
+
+
+class ExamplesSource(Protocol):
+    """What :class:`BucketedDataset` needs of its data.
+
+    `lengths[i]` is `max(len(src_i), len(tgt_i) + 1)` of pair i (the bucketing length);
+    `target_tokens` is the sum of `len(tgt) + 1` (target tokens with EOS). `stream` yields the
+    pairs of `shard` in their order (or, with `order_seed`, in a cheaper order that a shuffle
+    buffer smaller than the data mixes better), in a form `decode` turns into `(src, tgt)` int32
+    vectors without BOS/EOS; the shuffle buffer holds the streamed form.
+    """
+
+    lengths: np.ndarray
+    target_tokens: int
+
+    def __len__(self) -> int: ...
+
+    def stream(
+        self, shard: tuple[int, int] | None = None, order_seed: int | None = None
+    ) -> tf.data.Dataset: ...
+
+    def decode(self, ds: tf.data.Dataset) -> tf.data.Dataset: ...
+
+
+class EncodedExamples:
+    """Encoded pairs in memory: an examples source (see :class:`ExamplesSource`).
+
+    Args:
+        src: encoded source sentences (ids without BOS/EOS).
+        tgt: encoded target sentences.
+    """
+
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]):
+        if len(src) != len(tgt):
+            raise ValueError(f"{len(src)} source but {len(tgt)} target sentences")
+        self.src, self.tgt = src, tgt
+        self.lengths = np.array(
+            [max(len(s), len(t) + 1) for s, t in zip(src, tgt, strict=True)], dtype=np.int64
+        )
+        self.target_tokens = int(sum(len(t) + 1 for t in tgt))
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def stream(
+        self, shard: tuple[int, int] | None = None, order_seed: int | None = None
+    ) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((_ragged(self.src), _ragged(self.tgt)))
+        if shard is not None and shard[0] > 1:
+            ds = ds.shard(*shard)
+        return ds
+
+    def decode(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds
+
+
 class BucketedDataset:
     """Teacher-forcing batches `((src, tgt_in), tgt_out)`, grouped by length to avoid padding.
 
     tgt_in is BOS + target, tgt_out is target + EOS; both right-padded with 0.
 
     Args:
-        src: encoded source sentences.
-        tgt: encoded target sentences.
-        batch_tokens: approximate number of target tokens per batch.
-        max_batch_size: cap on sentences per batch.
+        src: encoded source sentences, or an examples source (:class:`EncodedExamples`,
+            `RecordExamples`) with `tgt=None`; see also :meth:`from_examples`.
+        tgt: encoded target sentences (None with an examples source).
+        batch_tokens: approximate number of target tokens per batch (used as given: a caller
+            that splits batches over replicas passes the scaled value).
+        max_batch_size: cap on sentences per batch (used as given).
         shuffle: shuffle examples (and so batches) each pass.
         seed: shuffle seed.
-        shuffle_buffer: examples in tf.data's shuffle buffer; None (the default) holds them all,
-            a uniform shuffle of every pass. The training data can be ordered (the bundled
-            dictionary phrases follow the sentences, sorted), which a smaller buffer only mixes
-            locally.
+        shuffle_buffer: examples in tf.data's shuffle buffer; None (the default) holds them all
+            (a uniform shuffle of every pass) up to `MAX_SHUFFLE_BUFFER` (1,000,000) examples,
+            and that many beyond. The training data can be ordered (the bundled dictionary
+            phrases follow the sentences, sorted), which a smaller buffer only mixes locally;
+            the training records are then read in a seeded shard order, several shards at a
+            time.
     """
 
     def __init__(
         self,
-        src: Sequence[Sequence[int]],
-        tgt: Sequence[Sequence[int]],
+        src: Sequence[Sequence[int]] | ExamplesSource,
+        tgt: Sequence[Sequence[int]] | None,
         batch_tokens: int,
         max_batch_size: int,
         shuffle: bool = True,
         seed: int = 1,
         shuffle_buffer: int | None = None,
     ):
-        if len(src) != len(tgt):
-            raise ValueError(f"{len(src)} source but {len(tgt)} target sentences")
-        if not src:
+        examples = src if tgt is None else EncodedExamples(src, tgt)
+        if len(examples) == 0:
             raise ValueError("no training pairs")
-        self.src, self.tgt = src, tgt
-        self.lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt, strict=True)])
+        self.examples = examples
+        self.lengths = examples.lengths
         max_len = int(self.lengths.max())
         self.boundaries = [b for b in BUCKET_BOUNDARIES if b < max_len + 1] or [max_len + 1]
+        self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
         self.batch_sizes = bucket_batch_sizes(self.boundaries, batch_tokens, max_batch_size)
         self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, shuffle_buffer
-        self.target_tokens = int(sum(len(t) + 1 for t in tgt))
+        self.target_tokens = examples.target_tokens
 
-    def steps_per_pass(self) -> int:
-        """Number of batches in one pass over the data (exact: buckets flush their remainders)."""
-        bucket = np.searchsorted(np.array(self.boundaries), self.lengths, side="right")
+    @classmethod
+    def from_examples(
+        cls,
+        examples: ExamplesSource,
+        batch_tokens: int,
+        max_batch_size: int,
+        shuffle: bool = True,
+        seed: int = 1,
+        shuffle_buffer: int | None = None,
+    ) -> BucketedDataset:
+        """Batches of an examples source (e.g. the training records of `open_train_examples`)."""
+        return cls(examples, None, batch_tokens, max_batch_size, shuffle, seed, shuffle_buffer)
+
+    def steps_per_pass(self, shard: tuple[int, int] | None = None) -> int:
+        """Number of batches in one pass over the data, or over `shard`'s part of it (exact:
+        buckets flush their remainders)."""
+        lengths = self.lengths[shard_positions(len(self.lengths), shard)]
+        bucket = np.searchsorted(np.array(self.boundaries), lengths, side="right")
         counts = np.bincount(bucket, minlength=len(self.batch_sizes))
         return int(sum(math.ceil(c / bs) for c, bs in zip(counts, self.batch_sizes, strict=True)))
 
-    def dataset(self, repeat: bool = False) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((_ragged(self.src), _ragged(self.tgt)))
+    def buffer_size(self, shard: tuple[int, int] | None = None) -> int:
+        """Examples the shuffle buffer holds (see `shuffle_buffer`)."""
+        n = len(range(len(self.lengths))[shard_positions(len(self.lengths), shard)])
+        cap = MAX_SHUFFLE_BUFFER if self.shuffle_buffer is None else self.shuffle_buffer
+        return max(1, min(cap, n))
+
+    def dataset(
+        self, repeat: bool = False, shard: tuple[int, int] | None = None
+    ) -> tf.data.Dataset:
+        """The batches; `shard=(num_shards, index)` keeps every `num_shards`-th example (in the
+        data's order) from `index` on, before shuffling: one worker's part, for multi-worker
+        training. The parts of all indices hold every example exactly once."""
+        positions = range(len(self.lengths))[shard_positions(len(self.lengths), shard)]
+        shard = shard if shard is not None and shard[0] > 1 else None
+        n = len(positions)
+        buffer = self.buffer_size(shard)
+        # A buffer that holds everything shuffles uniformly whatever the order it is filled in, so
+        # the data is read in its order (the records give the batches of the in-memory pairs);
+        # a smaller one is helped by a seeded order of the record shards.
+        order_seed = None
+        if self.shuffle and buffer < n:
+            order_seed = (self.seed * 1_000_003 + 17) % (2**31 - 1)
+        ds = self.examples.stream(shard=shard, order_seed=order_seed)
         if self.shuffle:
-            buffer = len(self.src)
-            if self.shuffle_buffer is not None:
-                buffer = min(self.shuffle_buffer, buffer)
-            ds = ds.shuffle(
-                buffer,
-                seed=self.seed,
-                reshuffle_each_iteration=True,
-            )
+            ds = ds.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
+        ds = self.examples.decode(ds)
 
         def to_example(s, t):
             bos = tf.constant([BOS_ID], tf.int32)

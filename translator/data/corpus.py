@@ -1,15 +1,19 @@
 """Corpus readers: TSV pairs, aligned text files, TFDS translation datasets and the bundled corpus.
 
-Every reader returns a list of :class:`Pair`. Problems in a file are reported as
-:class:`CorpusError` naming the file and line.
+The `iter_*` readers (and :func:`read_split`, which dispatches on `data.corpus`) yield
+:class:`Pair` lazily, so a corpus larger than memory streams through `prepare`; `read_tsv`,
+`read_lines` and `read_text_pair` are their list forms, for the small files of evaluation.
+A missing file is reported when the reader is called; a problem in a line (named `FILE:LINE`)
+when iteration reaches it.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import random
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -65,16 +69,31 @@ def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
     return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Read a UTF-8 text file (optionally .gz) into lines without their line endings."""
+def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"file not found: {path}")
-    lines = []
+    return path
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (optionally .gz) without their line endings, lazily.
+
+    Raises:
+        CorpusError: at once if the file is missing; when reached, a line that is not UTF-8.
+    """
+    return _lines(_existing(path))
+
+
+def _lines(path: Path) -> Iterator[str]:
     with _open_text(path) as f:
         for lineno, raw in enumerate(f, start=1):
-            lines.append(decode_line(raw, path, lineno).rstrip("\r\n"))
-    return lines
+            yield decode_line(raw, path, lineno).rstrip("\r\n")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Read a UTF-8 text file (optionally .gz) into lines without their line endings."""
+    return list(iter_lines(path))
 
 
 @dataclass
@@ -85,23 +104,24 @@ class ReadReport:
     blank: int = 0
 
 
-def read_tsv(
+def iter_tsv(
     path: str | Path, skip_malformed: bool = False, report: ReadReport | None = None
-) -> list[Pair]:
-    """Read `source<TAB>target` lines.
+) -> Iterator[Pair]:
+    """`source<TAB>target` lines as pairs, lazily (blank lines are skipped and counted).
 
     Args:
         path: a UTF-8 TSV file (optionally .gz), one pair a line.
         skip_malformed: skip (and count in `report`) lines without exactly one tab instead of failing.
-        report: receives the count of skipped lines.
+        report: receives the counts of skipped lines as the iteration goes.
 
     Raises:
-        CorpusError: the file is missing, is not UTF-8, or a line has not exactly one tab.
+        CorpusError: at once if the file is missing; when reached, a line that is not UTF-8 or
+            has not exactly one tab.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"file not found: {path}")
-    pairs = []
+    return _tsv_pairs(_existing(path), skip_malformed, report)
+
+
+def _tsv_pairs(path: Path, skip_malformed: bool, report: ReadReport | None) -> Iterator[Pair]:
     with _open_text(path) as f:
         for lineno, raw in enumerate(f, start=1):
             line = decode_line(raw, path, lineno).rstrip("\r\n")
@@ -119,25 +139,70 @@ def read_tsv(
                     f"{path}:{lineno}: expected exactly one tab (source<TAB>target), found "
                     f"{len(fields) - 1}; fix the line or set data.skip_malformed: true"
                 )
-            pairs.append(Pair(fields[0], fields[1]))
-    return pairs
+            yield Pair(fields[0], fields[1])
+
+
+def read_tsv(
+    path: str | Path, skip_malformed: bool = False, report: ReadReport | None = None
+) -> list[Pair]:
+    """Read `source<TAB>target` lines into a list (see :func:`iter_tsv`).
+
+    Raises:
+        CorpusError: the file is missing, is not UTF-8, or a line has not exactly one tab.
+    """
+    return list(iter_tsv(path, skip_malformed, report))
+
+
+def count_lines(path: str | Path) -> int:
+    """Newline-terminated lines of a file (plus an unterminated last one), in bounded memory."""
+    n, last = 0, b"\n"
+    with _open_text(_existing(path)) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
+def iter_text_pair(src_path: str | Path, tgt_path: str | Path) -> Iterator[Pair]:
+    """Two aligned plain-text files, one sentence a line, as pairs, lazily.
+
+    Raises:
+        CorpusError: at once if a file is missing; at the end of the shorter file if their line
+            counts differ (naming both counts).
+    """
+    src, tgt = _existing(src_path), _existing(tgt_path)
+    return _aligned(src, tgt)
+
+
+def _aligned(src_path: Path, tgt_path: Path) -> Iterator[Pair]:
+    n = 0
+    src, tgt = _lines(src_path), _lines(tgt_path)
+    for s in src:
+        t = next(tgt, None)
+        if t is None:
+            n_src = n + 1 + sum(1 for _ in src)
+            raise CorpusError(
+                f"{src_path} has {n_src} lines but {tgt_path} has {n}; aligned files must match"
+            )
+        n += 1
+        yield Pair(s, t)
+    n_tgt = n + sum(1 for _ in tgt)
+    if n_tgt != n:
+        raise CorpusError(
+            f"{src_path} has {n} lines but {tgt_path} has {n_tgt}; aligned files must match"
+        )
 
 
 def read_text_pair(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
     """Read two aligned plain-text files, one sentence a line."""
-    src = read_lines(src_path)
-    tgt = read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise CorpusError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; aligned files must match"
-        )
-    return [Pair(s, t) for s, t in zip(src, tgt, strict=True)]
+    return list(iter_text_pair(src_path, tgt_path))
 
 
-def read_tfds(
+def iter_tfds(
     name: str, split: str, src_lang: str, tgt_lang: str, data_dir: str | None = None
-) -> list[Pair]:
-    """Read a TensorFlow Datasets translation dataset, e.g. `ted_hrlr_translate/pt_to_en`.
+) -> Iterator[Pair]:
+    """A TensorFlow Datasets translation dataset, e.g. `ted_hrlr_translate/pt_to_en`, as pairs,
+    lazily (the dataset is opened at once, so a missing one fails here).
 
     The dataset must already be prepared in `data_dir` (there is no network at run time), or be mocked.
     """
@@ -158,14 +223,23 @@ def read_tfds(
             f"TFDS dataset {name!r} split {split!r} could not be loaded ({type(e).__name__}: {e}); "
             "prepare it first with `tfds build` on a machine with network access and pass data.tfds_data_dir"
         ) from None
-    pairs = []
-    for ex in tfds.as_numpy(ds):
+    return _tfds_pairs(tfds.as_numpy(ds), name, src_lang, tgt_lang)
+
+
+def _tfds_pairs(examples, name: str, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
+    for ex in examples:
         if src_lang not in ex or tgt_lang not in ex:
             raise CorpusError(
                 f"TFDS dataset {name!r} has features {sorted(ex)}; set data.src_lang and data.tgt_lang to two of them"
             )
-        pairs.append(Pair(ex[src_lang].decode("utf-8"), ex[tgt_lang].decode("utf-8")))
-    return pairs
+        yield Pair(ex[src_lang].decode("utf-8"), ex[tgt_lang].decode("utf-8"))
+
+
+def read_tfds(
+    name: str, split: str, src_lang: str, tgt_lang: str, data_dir: str | None = None
+) -> list[Pair]:
+    """Read a TensorFlow Datasets translation dataset into a list (see :func:`iter_tfds`)."""
+    return list(iter_tfds(name, split, src_lang, tgt_lang, data_dir))
 
 
 def normalize(text: str) -> str:
@@ -182,56 +256,99 @@ class CleanReport:
     too_long: int = 0
 
 
+def clean_pair(pair: Pair, max_words: int, report: CleanReport) -> Pair | None:
+    """`pair` NFC-normalised, or None (counted in `report`) if a side is empty or longer than
+    `max_words` words."""
+    src, tgt = normalize(pair.src), normalize(pair.tgt)
+    if not src or not tgt:
+        report.empty += 1
+        return None
+    if len(src.split()) > max_words or len(tgt.split()) > max_words:
+        report.too_long += 1
+        return None
+    report.kept += 1
+    return Pair(src, tgt)
+
+
+def iter_clean(pairs: Iterable[Pair], max_words: int, report: CleanReport) -> Iterator[Pair]:
+    """The kept pairs of :func:`clean`, lazily; `report` counts as the iteration goes."""
+    for p in pairs:
+        kept = clean_pair(p, max_words, report)
+        if kept is not None:
+            yield kept
+
+
 def clean(pairs: Iterable[Pair], max_words: int) -> tuple[list[Pair], CleanReport]:
     """NFC-normalise, drop pairs with an empty side or a side longer than `max_words` words."""
     report = CleanReport()
-    out = []
-    for p in pairs:
-        src, tgt = normalize(p.src), normalize(p.tgt)
-        if not src or not tgt:
-            report.empty += 1
-            continue
-        if len(src.split()) > max_words or len(tgt.split()) > max_words:
-            report.too_long += 1
-            continue
-        out.append(Pair(src, tgt))
-    report.kept = len(out)
-    return out, report
+    return list(iter_clean(pairs, max_words, report)), report
+
+
+def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of `n` pairs a made split puts in valid and in test (at least one each).
+
+    Raises:
+        CorpusError: too few pairs to leave any for training.
+    """
+    n_valid = max(1, int(round(n * valid_fraction)))
+    n_test = max(1, int(round(n * test_fraction)))
+    if n_valid + n_test >= n:
+        raise CorpusError(f"only {n} pairs: too few to split into train, valid and test")
+    return n_valid, n_test
+
+
+def heldout_indices(
+    n: int, valid_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """The positions (in a stream of `n` pairs) of a made split's valid and test pairs, in the
+    order they are written: `random.Random(seed).sample(range(n), n_valid + n_test)`, valid
+    first. O(valid + test) memory, so a split can be cut from a stream in two passes.
+
+    Raises:
+        CorpusError: too few pairs (see :func:`split_sizes`).
+    """
+    n_valid, n_test = split_sizes(n, valid_fraction, test_fraction)
+    chosen = random.Random(seed).sample(range(n), n_valid + n_test)
+    return chosen[:n_valid], chosen[n_valid:]
 
 
 def split_pairs(
     pairs: list[Pair], valid_fraction: float, test_fraction: float, seed: int
 ) -> tuple[list[Pair], list[Pair], list[Pair]]:
-    """Deterministically shuffle and split pairs into train, valid and test."""
+    """Deterministically shuffle and split a list of pairs into train, valid and test.
+
+    (`prepare` cuts its splits from a stream instead, with :func:`heldout_indices`.)
+    """
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
-    n_valid = max(1, int(round(len(pairs) * valid_fraction)))
-    n_test = max(1, int(round(len(pairs) * test_fraction)))
-    if n_valid + n_test >= len(pairs):
-        raise CorpusError(f"only {len(pairs)} pairs: too few to split into train, valid and test")
+    n_valid, n_test = split_sizes(len(pairs), valid_fraction, test_fraction)
     shuffled = [pairs[i] for i in order]
     return shuffled[n_valid + n_test :], shuffled[:n_valid], shuffled[n_valid : n_valid + n_test]
 
 
-def read_split(d: DataConfig, split: str, report: ReadReport | None = None) -> list[Pair] | None:
-    """The raw pairs of `split` (`train`, `valid`, `test`) of the corpus `d` describes.
+def read_split(
+    d: DataConfig, split: str, report: ReadReport | None = None
+) -> Iterator[Pair] | None:
+    """The raw pairs of `split` (`train`, `valid`, `test`) of the corpus `d` describes, lazily.
 
     `data.corpus` is `ding-de-en` (bundled), `tsv`, `text` (aligned files) or `tfds:NAME`. None
-    when the corpus has no such split (valid and test are then cut from train).
+    when the corpus has no such split (valid and test are then cut from train). Each call opens
+    the files again, so a split can be read twice (as `prepare` does to cut valid and test).
 
     Raises:
-        CorpusError: naming the file (and line), or the config key and the valid choices.
+        CorpusError: naming the file (and line), or the config key and the valid choices. A
+            missing file or dataset fails at the call; a bad line when the iteration reaches it.
     """
     if d.corpus == BUNDLED:
-        pairs = read_tsv(bundled_path(split))
+        pairs = iter_tsv(bundled_path(split))
         if split == "train" and d.use_phrases:
-            pairs += read_tsv(bundled_path("phrases"))
+            pairs = itertools.chain(pairs, iter_tsv(bundled_path("phrases")))
         return pairs
     if d.corpus.startswith("tfds:"):
         name = d.corpus[len("tfds:") :]
         tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
         try:
-            return read_tfds(name, tfds_split, d.src_lang, d.tgt_lang, d.tfds_data_dir)
+            return iter_tfds(name, tfds_split, d.src_lang, d.tgt_lang, d.tfds_data_dir)
         except CorpusError:
             if split == "train":
                 raise
@@ -242,21 +359,27 @@ def read_split(d: DataConfig, split: str, report: ReadReport | None = None) -> l
             raise CorpusError(f"data.train is required for data.corpus: {d.corpus}")
         return None
     if d.corpus == "tsv":
-        return read_tsv(spec, skip_malformed=d.skip_malformed, report=report)
+        return iter_tsv(spec, skip_malformed=d.skip_malformed, report=report)
     if d.corpus == "text":
         files = [p.strip() for p in spec.split(",")]
         if len(files) != 2:
             raise CorpusError(
                 f"data.{split}: expected SRC_FILE,TGT_FILE for data.corpus: text, got {spec!r}"
             )
-        return read_text_pair(*files)
+        return iter_text_pair(*files)
     raise CorpusError(
         f"data.corpus: invalid value {d.corpus!r}; valid choices: ding-de-en, tsv, text, tfds:NAME"
     )
 
 
-def write_tsv(pairs: list[Pair], path: str | Path) -> None:
-    """Write pairs as TSV atomically."""
-    from translator.io import atomic_write_text
+def write_tsv(pairs: Iterable[Pair], path: str | Path) -> int:
+    """Write pairs as TSV atomically, streaming (a temporary file renamed at the end, so an
+    error while `pairs` is consumed leaves `path` untouched); returns how many were written."""
+    from translator.io import atomic_path
 
-    atomic_write_text(path, "".join(f"{p.src}\t{p.tgt}\n" for p in pairs))
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for p in pairs:
+            f.write(f"{p.src}\t{p.tgt}\n")
+            n += 1
+    return n

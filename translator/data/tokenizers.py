@@ -16,6 +16,9 @@ from translator.io import ArtifactError, atomic_path, atomic_write_json
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+# SentencePiece trains on at most this many sentences (a seeded uniform sample of a larger
+# training split), which bounds its memory; a split of at most this many trains on all of them.
+SENTENCEPIECE_MAX_SENTENCES = 2_000_000
 
 
 class Tokenizer:
@@ -62,19 +65,31 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def train(
         cls,
-        texts: list[str],
+        texts: Iterable[str],
         vocab_size: int,
         model_type: str = "unigram",
         character_coverage: float = 1.0,
         lowercase: bool = False,
         seed: int = 1,
+        input_sentence_size: int = 0,
     ) -> SentencePieceTokenizer:
+        """Train on `texts`, streamed (SentencePiece reads them one at a time).
+
+        `input_sentence_size` > 0 trains on a uniform sample of that many sentences (reservoir
+        sampling, seeded with `seed`) and so bounds memory; 0 takes them all. (0 is not passed
+        on: the model records its training options, so it stays byte-identical to a model
+        trained without the option.)
+        """
         import io
 
         import sentencepiece as spm
 
         if lowercase:
-            texts = [t.lower() for t in texts]
+            texts = (t.lower() for t in texts)
+        sample = {}
+        if input_sentence_size > 0:
+            spm.set_random_generator_seed(seed)
+            sample = {"input_sentence_size": input_sentence_size, "shuffle_input_sentence": True}
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts),
@@ -89,6 +104,7 @@ class SentencePieceTokenizer(Tokenizer):
             hard_vocab_limit=False,
             num_threads=2,
             minloglevel=2,
+            **sample,
         )
         return cls(buf.getvalue(), lowercase=lowercase)
 
@@ -146,10 +162,18 @@ class _VocabTokenizer(Tokenizer):
 
     @classmethod
     def train(
-        cls, texts: list[str], vocab_size: int, min_frequency: int = 1, lowercase: bool = False, **_
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        min_frequency: int = 1,
+        lowercase: bool = False,
+        **_,
     ) -> _VocabTokenizer:
+        """Count tokens over `texts`, streamed (memory: the distinct tokens)."""
         probe = cls(list(SPECIALS), lowercase=lowercase)
-        counts = collections.Counter(tok for t in texts for tok in probe.split(t))
+        counts: collections.Counter[str] = collections.Counter()
+        for t in texts:
+            counts.update(probe.split(t))
         ranked = sorted((c, tok) for tok, c in counts.items() if c >= min_frequency)
         ranked.sort(key=lambda ct: (-ct[0], ct[1]))
         vocab = list(SPECIALS) + [tok for _, tok in ranked[: max(0, vocab_size - len(SPECIALS))]]
@@ -218,12 +242,24 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
 FILE_NAMES = {"sentencepiece": "{side}.model", "word": "{side}.json", "char": "{side}.json"}
 
 
-def train_tokenizer(kind: str, texts: list[str], vocab_size: int, **options) -> Tokenizer:
-    """Train a tokenizer of `kind` (sentencepiece, word, char) on `texts`."""
+def train_tokenizer(
+    kind: str,
+    texts: Iterable[str],
+    vocab_size: int,
+    sentence_count: int | None = None,
+    **options,
+) -> Tokenizer:
+    """Train a tokenizer of `kind` (sentencepiece, word, char) on `texts`, streamed.
+
+    `sentence_count` (how many `texts` yields, if known): SentencePiece samples
+    `SENTENCEPIECE_MAX_SENTENCES` of more than that many sentences; with fewer (or None) it
+    trains on all of them, exactly as before the cap existed.
+    """
     if kind not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer type {kind!r}; valid choices: {', '.join(TOKENIZERS)}")
     cls = TOKENIZERS[kind]
     if kind == "sentencepiece":
+        cap = options.get("max_sentences", SENTENCEPIECE_MAX_SENTENCES)
         return cls.train(
             texts,
             vocab_size,
@@ -231,6 +267,7 @@ def train_tokenizer(kind: str, texts: list[str], vocab_size: int, **options) -> 
             character_coverage=options.get("character_coverage", 1.0),
             lowercase=options.get("lowercase", False),
             seed=options.get("seed", 1),
+            input_sentence_size=cap if sentence_count is not None and sentence_count > cap else 0,
         )
     return cls.train(
         texts,

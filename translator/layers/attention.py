@@ -31,9 +31,11 @@ def masked_softmax(scores: Any, mask: Any) -> Any:
     exponential underflows to 0), so extra padding changes nothing. A row without any real
     position gets uniform weights instead of NaN.
     """
+    dtype = keras.backend.standardize_dtype(scores.dtype)
+    if dtype in ("float16", "bfloat16"):  # mixed precision: the softmax runs in float32
+        return ops.cast(masked_softmax(ops.cast(scores, "float32"), mask), dtype)
     if mask is None:
         return ops.softmax(scores, axis=-1)
-    dtype = keras.backend.standardize_dtype(scores.dtype)
     large_negative = -1e9 if dtype in ("float32", "float64") else -3e4
     scores = ops.where(ops.cast(mask, "bool"), scores, ops.cast(large_negative, scores.dtype))
     return ops.softmax(scores, axis=-1)

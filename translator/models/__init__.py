@@ -10,6 +10,7 @@ Importing this package registers every custom Keras class, so saved `.keras` mod
 
 from translator.models.encoder import EncoderOutput
 from translator.models.losses import MaskedAccuracy, MaskedCrossEntropy, Perplexity
+from translator.models.optimizers import SyncClippedAdam
 from translator.models.seq2seq import Seq2Seq, build_model, compile_model
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "MaskedAccuracy",
     "MaskedCrossEntropy",
     "Perplexity",
+    "SyncClippedAdam",
     "Seq2Seq",
     "build_model",
     "compile_model",

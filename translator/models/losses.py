@@ -8,9 +8,27 @@ from keras import ops
 from translator.data.tokenizers import PAD_ID
 
 
+def _global_tokens(count):
+    """The number of target tokens in the *global* batch (at least 1).
+
+    Under `tf.distribute` each replica sees part of the batch and the replicas' gradients are
+    summed (Keras does not rescale a loss that is already a scalar). Dividing each replica's sum by
+    the global count (a sum across replicas, `all_reduce`) makes that sum the gradient of the mean
+    over all target tokens, exactly as on one device with the whole batch. Outside a strategy
+    this is the batch's own count.
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        count = context.all_reduce("sum", count)
+    return ops.maximum(count, 1.0)
+
+
 @keras.saving.register_keras_serializable(package="translator")
 class MaskedCrossEntropy(keras.losses.Loss):
-    """Sparse cross-entropy from logits, averaged over non-padding target positions only.
+    """Sparse cross-entropy from logits, averaged over non-padding target positions only (of
+    the whole batch, also when `tf.distribute` splits it across replicas).
 
     Args:
         label_smoothing: mass spread uniformly over the vocabulary (0 disables).
@@ -22,13 +40,14 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
-        mask = ops.cast(ops.not_equal(y_true, PAD_ID), y_pred.dtype)
+        y_pred = ops.cast(y_pred, "float32")  # softmax and loss in float32 (mixed precision)
+        mask = ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
         logp = ops.log_softmax(y_pred, axis=-1)
         nll = -ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(y_true, -1), axis=-1), -1)
         if self.label_smoothing > 0:
             smooth = -ops.mean(logp, axis=-1)
             nll = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
-        return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+        return ops.sum(nll * mask) / _global_tokens(ops.sum(mask))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}

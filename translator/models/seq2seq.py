@@ -201,12 +201,22 @@ def build_model(
 
 
 def compile_model(
-    model: Seq2Seq, learning_rate: float, clip_norm: float, label_smoothing: float
+    model: Seq2Seq,
+    learning_rate: float,
+    clip_norm: float,
+    label_smoothing: float,
+    accumulate_steps: int = 1,
 ) -> None:
-    """Adam with gradient clipping by global norm, masked loss and metrics."""
+    """Adam with gradient clipping by global norm (of the whole batch, also across replicas),
+    optionally averaging the gradients of `accumulate_steps` batches per update; masked loss and
+    metrics. Under a `mixed_float16` policy Keras wraps the optimizer in loss scaling."""
+    from translator.models.optimizers import SyncClippedAdam
+
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate, global_clipnorm=clip_norm or None
+        optimizer=SyncClippedAdam(
+            learning_rate=learning_rate,
+            global_clipnorm=clip_norm or None,
+            gradient_accumulation_steps=accumulate_steps if accumulate_steps > 1 else None,
         ),
         loss=MaskedCrossEntropy(label_smoothing=label_smoothing),
         metrics=[MaskedAccuracy(), Perplexity()],

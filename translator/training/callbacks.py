@@ -93,14 +93,16 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training (mid-epoch) once the run's total time exceeds `max_minutes`, counting the
     time of earlier sessions from the state."""
 
-    def __init__(self, state: TrainState, max_minutes: float | None):
+    def __init__(self, state: TrainState, max_minutes: float | None, agree=None):
         super().__init__()
         self.state, self.max_minutes = state, max_minutes
+        self.agree = agree or (lambda seconds: seconds)
         self.t_start = 0.0
 
     def elapsed(self) -> float:
-        """Seconds of training so far, this session included."""
-        return self.state.elapsed_seconds + (time.time() - self.t_start)
+        """Seconds of training so far, this session included (with multi-worker training, the
+        workers' mean: `agree`, so that all stop at the same step)."""
+        return self.agree(self.state.elapsed_seconds + (time.time() - self.t_start))
 
     def on_train_begin(self, logs=None):
         self.t_start = time.time()

@@ -7,13 +7,18 @@ Where it writes (see :class:`~translator.rundir.RunDir`): `checkpoints/last.kera
 
 from __future__ import annotations
 
+import functools
+import math
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import keras
 
+from translator.compat import build_for_distribution
 from translator.config import Config
-from translator.data.batching import BucketedDataset
+from translator.data.batching import BucketedDataset, ExamplesSource
 from translator.data.corpus import Pair
 from translator.data.tokenizers import Tokenizer
 from translator.io import ArtifactError
@@ -26,6 +31,14 @@ from translator.training.callbacks import (
     Throughput,
     TimeBudget,
     ValidationBLEU,
+)
+from translator.training.distribute import (
+    agree,
+    describe,
+    distribute_batches,
+    make_strategy,
+    scaled_learning_rate,
+    worker_role,
 )
 from translator.training.state import TrainState
 from translator.translate import Translator
@@ -115,7 +128,7 @@ def train(
     run: RunDir,
     src_tok: Tokenizer,
     tgt_tok: Tokenizer,
-    train_pairs: list[Pair],
+    train_examples: ExamplesSource,
     valid_pairs: list[Pair],
     fingerprint: str,
     verbose: int = 1,
@@ -129,14 +142,43 @@ def train(
     """
     keras.utils.set_random_seed(cfg.train.seed)
     tc = cfg.train
-    data = BucketedDataset(
-        src_tok.encode_batch([p.src for p in train_pairs]),
-        tgt_tok.encode_batch([p.tgt for p in train_pairs]),
-        tc.batch_tokens,
-        tc.max_batch_size,
-        True,
-        tc.seed,
-        tc.shuffle_buffer,
+    role = worker_role(tc.distribute)
+    strategy = make_strategy(tc)
+    # The chief writes the run directory; other workers write to a scratch copy of its layout and
+    # read the chief's checkpoints when they resume.
+    out = run if role.is_chief else RunDir(tempfile.mkdtemp(prefix="translator-worker-"))
+    if not role.is_chief:
+        print(f"[train] worker {role.task_id}: writing to {out.path}, reading {run.path}")
+    keras.mixed_precision.set_dtype_policy(
+        "float32" if tc.mixed_precision == "none" else tc.mixed_precision
+    )
+    try:
+        return _train(cfg, run, out, strategy, src_tok, tgt_tok, train_examples, valid_pairs,
+                      fingerprint, verbose, from_scratch)  # fmt: skip
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+        if out is not run:
+            shutil.rmtree(out.path, ignore_errors=True)
+
+
+def _train(
+    cfg: Config,
+    run: RunDir,
+    out: RunDir,
+    strategy,
+    src_tok: Tokenizer,
+    tgt_tok: Tokenizer,
+    train_examples: ExamplesSource,
+    valid_pairs: list[Pair],
+    fingerprint: str,
+    verbose: int,
+    from_scratch: bool,
+) -> TrainResult:
+    """`train` inside its strategy and dtype policy; `out` is where this process writes."""
+    tc = cfg.train
+    replicas = strategy.num_replicas_in_sync
+    data = BucketedDataset.from_examples(
+        train_examples, tc.batch_tokens, tc.max_batch_size, True, tc.seed, tc.shuffle_buffer
     )
     valid_data = BucketedDataset(
         src_tok.encode_batch([p.src for p in valid_pairs]),
@@ -150,45 +192,68 @@ def train(
     # Temporary files of writes that a kill interrupted (they are never read).
     for leftover in [*run.checkpoints.glob(".*.tmp*"), *run.path.glob(".model.keras.*.tmp*")]:
         leftover.unlink(missing_ok=True)
-    found = None if from_scratch else resume(run, fingerprint)
-    if from_scratch and run.last_checkpoint.is_file():
-        print(f"--force: training from scratch; the checkpoints in {run.checkpoints} are replaced")
-    if found is not None:
-        state, model, path = found
-        print(f"resuming from {path} after epoch {state.epoch}", flush=True)
-    else:
-        state = TrainState(fingerprint)
-        model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tc.seed)
-        compile_model(model, tc.learning_rate, tc.clip_norm, tc.label_smoothing)
+    with strategy.scope():
+        found = None if from_scratch else resume(run, fingerprint)
+        if from_scratch and run.last_checkpoint.is_file():
+            print(
+                f"--force: training from scratch; the checkpoints in {run.checkpoints} are replaced"
+            )
+        if found is not None:
+            state, model, path = found
+            print(f"resuming from {path} after epoch {state.epoch}", flush=True)
+        else:
+            state = TrainState(fingerprint)
+            model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tc.seed)
+            compile_model(
+                model,
+                scaled_learning_rate(tc, replicas),
+                tc.clip_norm,
+                tc.label_smoothing,
+                tc.accumulate_steps,
+            )
     finished = _finished(cfg, state)
     if finished and state.epoch > 0 and run.model_file.is_file():
         state.stop_reason = finished
-        state.save(run.train_state)
+        state.save(out.train_state)
         return TrainResult.from_state(state)
     state.stop_reason = None
+    if tc.distribute != "none" or tc.accumulate_steps > 1 or tc.mixed_precision != "none":
+        precision = "float32" if tc.mixed_precision == "none" else tc.mixed_precision
+        print(f"{describe(strategy, tc)}; {precision}", flush=True)
 
-    run.logs.mkdir(parents=True, exist_ok=True)
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    out.logs.mkdir(parents=True, exist_ok=True)
+    out.checkpoints.mkdir(parents=True, exist_ok=True)
     translator = Translator(model, src_tok, tgt_tok, cfg.decode)
+    steps_per_pass = math.ceil(data.steps_per_pass() / replicas)
     callbacks = [
-        Throughput(data.target_tokens / max(1, data.steps_per_pass())),
-        TimeBudget(state, tc.max_minutes),
+        Throughput(replicas * data.target_tokens / max(1, data.steps_per_pass())),
+        TimeBudget(state, tc.max_minutes, agree=functools.partial(agree, strategy)),
         ValidationBLEU(translator, [p.src for p in bleu_pairs], [p.tgt for p in bleu_pairs]),
-        BestModel(state, run.model_file, tc.patience),
-        keras.callbacks.TensorBoard(str(run.logs / "tensorboard"), write_graph=False),
-        Checkpoint(state, run),
+        BestModel(state, out.model_file, tc.patience),
+        keras.callbacks.TensorBoard(str(out.logs / "tensorboard"), write_graph=False),
+        Checkpoint(state, out),
     ]
     if state.epoch < tc.epochs:
         # The shuffle seed moves on with the epoch count, so a resumed run continues with new
         # orders instead of replaying the batches the first run started with.
         data.seed = tc.seed + state.epoch
+        single = replicas == 1 and tc.distribute == "none"
+        if not single:
+            build_for_distribution(model, strategy, next(iter(data.dataset())))
+        valid_steps = math.ceil(valid_data.steps_per_pass() / replicas)
         model.fit(
-            data.dataset(repeat=True),
+            distribute_batches(strategy, lambda shard: data.dataset(repeat=True, shard=shard)),
             epochs=tc.epochs,
             initial_epoch=state.epoch,
-            steps_per_epoch=tc.steps_per_epoch or data.steps_per_pass(),
-            validation_data=valid_data.dataset(),
-            validation_steps=valid_data.steps_per_pass(),
+            steps_per_epoch=tc.steps_per_epoch or steps_per_pass,
+            # Across replicas the validation batches repeat, so that every replica has one at
+            # every step (an uneven end would stall the others).
+            validation_data=valid_data.dataset()
+            if single
+            else distribute_batches(
+                strategy, lambda shard: valid_data.dataset(repeat=True, shard=shard)
+            ),
+            validation_steps=valid_steps,
             shuffle=False,
             callbacks=callbacks,
             # The progress bar on a terminal; one line per epoch in a log file or pipe.
@@ -196,7 +261,7 @@ def train(
         )
     if not state.stop_reason:
         state.stop_reason = f"reached train.epochs={tc.epochs}"
-    state.save(run.train_state)
-    if not run.model_file.is_file():
-        save_model(model, run.model_file)
+    state.save(out.train_state)
+    if not out.model_file.is_file():
+        save_model(model, out.model_file)
     return TrainResult.from_state(state)
