@@ -240,3 +240,10 @@ def test_multi_worker_training_resumes_after_a_worker_is_killed(tokenized, tmp_p
     assert "resuming from" in outs[1] and "worker 1: writing to" in outs[1]
     assert json.loads(state.read_text())["epoch"] == 3
     assert not list((run / "checkpoints").glob("*worker*"))
+
+
+def test_bench_distribute_checks_its_config_before_training(capsys):
+    from translator.pipelines.cli import main
+
+    assert main(["bench-distribute", str(TINY), "--set", "train.cpu_devices=0"]) == 2
+    assert "train.cpu_devices" in capsys.readouterr().err
