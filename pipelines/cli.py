@@ -85,12 +85,21 @@ def cmd_plot(args) -> int:
     return run_plot(args)
 
 
+def _ensemble_members(run_dir: str) -> list[str]:
+    """`RUN_A+RUN_B` names an ensemble (unless a directory has that very name)."""
+    if "+" in run_dir and not Path(run_dir).exists():
+        return [part for part in run_dir.split("+") if part]
+    return [run_dir]
+
+
 def cmd_translate(args) -> int:
     from translator.rundir import RunDir
     from translator.translate_file import translate_stream
 
     # Everything is checked before TensorFlow and the model load (seconds).
-    run = RunDir(args.run_dir).require_trained()
+    members = _ensemble_members(args.run_dir)
+    runs = [RunDir(m).require_trained() for m in members]
+    run = runs[0]
     options = {k: v for k, v in _decode_options(args).items() if v is not None}
     dataclasses.replace(run.load_config().decode, **options)  # ConfigError naming the option
     if args.input and Path(args.input).is_dir():
@@ -104,7 +113,7 @@ def cmd_translate(args) -> int:
     import_tensorflow_quietly()
     from translator.translate import Translator
 
-    translator = Translator.load(run)
+    translator = Translator.load(runs if len(runs) > 1 else run)
     if args.plot_attention:
         return _plot_attention(translator, args, options)
     if args.sentences and not args.output:
@@ -251,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("translate", help="translate sentences, a file, or stdin with a trained run")
-    p.add_argument("run_dir", help="a run directory with a trained model")
+    p.add_argument(
+        "run_dir",
+        help="a run directory with a trained model, or RUN_A+RUN_B: an ensemble of runs that "
+        "share their tokenizers (the mean of their log-probabilities)",
+    )
     p.add_argument(
         "sentences", nargs="*", help="sentences to translate (default: read --input or stdin)"
     )

@@ -69,10 +69,17 @@ class Translator:
         self.max_train_src_tokens: int | None = None
 
     @classmethod
-    def load(cls, run_dir: str | Path | RunDir, model_file: str | None = None) -> Translator:
+    def load(
+        cls, run_dir: str | Path | RunDir | list | tuple, model_file: str | None = None
+    ) -> Translator:
         """Load config, tokenizers and the best model (or `model_file`, a path inside the run
-        directory) from a run directory."""
+        directory) from a run directory; a list of run directories loads an ensemble (the mean
+        of their log-probabilities at each step; their tokenizers must be the same, and the
+        decode settings are the first run's)."""
         from translator.models.saving import load_model
+
+        if isinstance(run_dir, list | tuple):
+            return cls._load_ensemble(list(run_dir), model_file)
 
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         run.require_trained()
@@ -96,6 +103,32 @@ class Translator:
             )
         translator = cls(model, src_tok, tgt_tok, config.decode)
         translator.max_train_src_tokens = run.stage_summary("tokenize").get("src_max_tokens")
+        return translator
+
+    @classmethod
+    def _load_ensemble(cls, run_dirs: list, model_file: str | None) -> Translator:
+        from translator.decoding.ensemble import EnsembleStepModel
+
+        if len(run_dirs) < 2:
+            if not run_dirs:
+                raise ValueError("no run directory given")
+            return cls.load(run_dirs[0], model_file)
+        members = [cls.load(r, model_file) for r in run_dirs]
+        first = members[0]
+        for r, m in zip(run_dirs[1:], members[1:], strict=True):
+            for side in ("src", "tgt"):
+                if _tokenizer_identity(getattr(m, f"{side}_tokenizer")) != _tokenizer_identity(
+                    getattr(first, f"{side}_tokenizer")
+                ):
+                    what = "source" if side == "src" else "target"
+                    raise ValueError(
+                        f"an ensemble's models must share their tokenizers: {run_dirs[0]} and {r} "
+                        f"have different {what} vocabularies (train them on the same tokenize "
+                        "stage, e.g. copies of one run directory with different train.seed)"
+                    )
+        model = EnsembleStepModel([m.model for m in members])
+        translator = cls(model, first.src_tokenizer, first.tgt_tokenizer, first.decode)
+        translator.max_train_src_tokens = first.max_train_src_tokens
         return translator
 
     def settings(self, **overrides) -> DecodeConfig:
@@ -193,6 +226,8 @@ class Translator:
         batch_size: int | None = None,
     ) -> Alignment | list[Alignment]:
         """Translate and return the :class:`Alignment` of the best hypothesis (attention models)."""
+        if hasattr(self.model, "members"):
+            raise ValueError("alignments come from one model; align with one run of the ensemble")
         if getattr(self.model, "attention", None) is None:
             raise ValueError(
                 "alignments need a model with attention, but this model's "
@@ -276,6 +311,12 @@ def _alignments(
         )
         for ids, h, matrix in zip(encoded, best, matrices, strict=True)
     ]
+
+
+def _tokenizer_identity(tok: Tokenizer) -> tuple:
+    """What makes two tokenizers encode alike: kind, model or vocabulary, lowercasing."""
+    model = getattr(tok, "_proto", None) or tuple(getattr(tok, "vocab", ()))
+    return (tok.type_name, model, getattr(tok, "lowercase", False))
 
 
 def _as_list(sentences: Iterable[str]) -> list[str]:

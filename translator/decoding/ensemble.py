@@ -1,0 +1,41 @@
+"""Ensembles: several models decoded as one through the search contract.
+
+At every step the ensemble's log-probabilities are the mean of its members' log-probabilities
+(a log-linear combination, as Marian and OpenNMT-py ensemble by default); greedy and beam search
+are unchanged. `memory` and `state` are tuples with one member's nest each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from translator.decoding.contract import Nest, as_step_model
+
+
+class EnsembleStepModel:
+    """The mean of several models' per-step log-probabilities.
+
+    Args:
+        models: `Seq2Seq` models (or step models) over the same source and target vocabularies.
+    """
+
+    attention = None  # alignments come from one model, not from an ensemble
+
+    def __init__(self, models: list[Any]):
+        if len(models) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        self.models = list(models)
+        self.members = [as_step_model(m) for m in models]
+
+    def start(self, src_ids: tf.Tensor) -> tuple[Nest, Nest]:
+        started = [m.start(src_ids) for m in self.members]
+        return tuple(mem for mem, _ in started), tuple(state for _, state in started)
+
+    def step(self, tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
+        stepped = [
+            m.step(tokens, s, mem) for m, s, mem in zip(self.members, state, memory, strict=True)
+        ]
+        log_probs = tf.add_n([lp for lp, _ in stepped]) / float(len(stepped))
+        return log_probs, tuple(s for _, s in stepped)
