@@ -5,10 +5,10 @@ steps for each config, each stage a subprocess in a fresh run directory
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from translator.pipelines import argtypes
+from translator.pipelines.jsonout import emit_json
 
 
 def add_bench_scale_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,13 +63,5 @@ def cmd_bench_scale(args) -> int:
         return 1
     if not quiet:
         print(format_table(results), flush=True)
-    if args.json is not None:
-        text = json.dumps(results, indent=2)
-        if quiet:
-            print(text)
-        else:
-            from translator.io import atomic_write_text
-
-            atomic_write_text(args.json, text + "\n")
-            print(f"wrote {args.json}")
+    emit_json(results, args.json)
     return 0

@@ -8,11 +8,11 @@ latency and errors, and exits 1 unless every request was answered correctly.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from translator.pipelines import argtypes
+from translator.pipelines.jsonout import emit_json
 
 STARTUP_SECONDS = 300.0  # the server's import of TensorFlow and its model load
 HEALTH_SECONDS = 60.0
@@ -246,14 +246,7 @@ def cmd_bench_serve(args) -> int:
             "passed": errors == 0 and not_sent == 0,
             "results": [r.as_dict() for r in results],
         }
-        text = json.dumps(report, indent=2, ensure_ascii=False)
-        if json_only:
-            print(text)
-        else:
-            from translator.io import atomic_write_text
-
-            atomic_write_text(args.json, text + "\n")
-            print(f"wrote {args.json}")
+        emit_json(report, args.json, ensure_ascii=False)
     if errors or not_sent:
         for r in results:
             for sample in r.error_samples:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import warnings
@@ -12,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from translator.pipelines.jsonout import emit_json  # noqa: E402
 from translator.pipelines.stages import STAGES, Context, StageError, run_stages  # noqa: E402
 
 from translator.config import ConfigError, load_config  # noqa: E402
@@ -164,15 +164,7 @@ def cmd_bench(args) -> int:
         verbose=args.json != "-",  # `--json` alone: only JSON on stdout, for `| jq`
         export=not args.no_export,
     )
-    if args.json is not None:
-        text = json.dumps(results, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            from translator.io import atomic_write_text
-
-            atomic_write_text(args.json, text + "\n")
-            print(f"wrote {args.json}")
+    emit_json(results, args.json)
     return 0
 
 
@@ -181,17 +173,10 @@ def cmd_bench_distribute(args) -> int:
 
     load_config(args.config, overrides=args.set or [])  # a bad config fails here, in one line
     results = run_distribute_benchmark(args.config, steps=args.steps, overrides=args.set)
-    text = json.dumps(results, indent=2)
-    if args.json == "-":
-        print(text)
-        return 0
-    for key in ("mirrored_vs_none", "multi_worker_vs_none"):
-        print(f"{key}: {results[key]}")
-    if args.json:
-        from translator.io import atomic_write_text
-
-        atomic_write_text(args.json, text + "\n")
-        print(f"wrote {args.json}")
+    if args.json != "-":
+        for key in ("mirrored_vs_none", "multi_worker_vs_none"):
+            print(f"{key}: {results[key]}")
+    emit_json(results, args.json)
     return 0
 
 

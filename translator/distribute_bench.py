@@ -40,7 +40,8 @@ def _wait(procs: list[subprocess.Popen], timeout: float) -> None:
             raise RuntimeError(f"{' '.join(p.args)} failed:\n{err[-2000:]}")
 
 
-def _free_ports(n: int) -> list[int]:
+def free_loopback_ports(n: int) -> list[int]:
+    """`n` free TCP ports on 127.0.0.1 (for local worker processes)."""
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +75,7 @@ def run_distribute_benchmark(
             args = ["train", config, "--run-dir", str(run), *set_args]
             args += [a for s in extra for a in ("--set", s)]
             if name == "multi_worker":
-                workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+                workers = [f"127.0.0.1:{p}" for p in free_loopback_ports(2)]
                 procs = [
                     _cli(
                         *args,

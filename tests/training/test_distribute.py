@@ -5,7 +5,6 @@ and `translator train` runs, stops and resumes with each strategy."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY
+from translator.distribute_bench import free_loopback_ports
 
 STEP = Path(__file__).with_name("distributed_step.py")
 # float32 sums in another order (per replica, then across replicas): a few ulps of the loss (about
@@ -23,20 +23,10 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 def _env(**extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _tf_config(ports, index):
@@ -89,7 +79,7 @@ def test_mirrored_step_on_two_cpus_equals_one_step_on_the_whole_batch(single_ste
 
 
 def test_multi_worker_step_with_two_processes_equals_one_step(single_step, tmp_path):
-    ports = _free_ports(2)
+    ports = free_loopback_ports(2)
     out = tmp_path / "multi.npz"
     procs = [_step("multi_worker", out, TF_CONFIG=_tf_config(ports, i)) for i in (0, 1)]
     _finish(procs)
@@ -210,7 +200,7 @@ def test_multi_worker_training_resumes_after_a_worker_is_killed(tokenized, tmp_p
     """Two workers on loopback ports; worker 1 is killed with SIGKILL after the first checkpoint,
     the chief is stopped, both restart and resume from the chief's last checkpoint."""
     run = _copy(tokenized, tmp_path)
-    ports = _free_ports(2)
+    ports = free_loopback_ports(2)
     sets = ["train.distribute=multi_worker", "train.epochs=3", "train.steps_per_epoch=3"]
     envs = [_env(TF_CONFIG=_tf_config(ports, i)) for i in (0, 1)]
     procs = [_train(run, *sets, env=e) for e in envs]
