@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import warnings
@@ -11,6 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from translator.pipelines.argtypes import number  # noqa: E402
 from translator.pipelines.jsonout import emit_json  # noqa: E402
 from translator.pipelines.stages import STAGES, Context, StageError, run_stages  # noqa: E402
 
@@ -57,7 +57,10 @@ def _decode_options(args) -> dict:
         "beam_size": args.beam_size,
         "n_best": getattr(args, "n_best", None),
         "length_penalty": args.length_penalty,
+        "word_reward": getattr(args, "word_reward", None),
         "batch_size": args.batch_size,
+        "sampling_topk": getattr(args, "sampling_topk", None),
+        "sampling_temperature": getattr(args, "sampling_temperature", None),
     }
 
 
@@ -101,7 +104,11 @@ def cmd_translate(args) -> int:
     runs = [RunDir(m).require_trained() for m in members]
     run = runs[0]
     options = {k: v for k, v in _decode_options(args).items() if v is not None}
-    dataclasses.replace(run.load_config().decode, **options)  # ConfigError naming the option
+    settings = run.load_config().decode.with_overrides(**options)  # ConfigError naming the option
+    if args.seed is not None:
+        options["seed"] = args.seed
+    if args.plot_attention and settings.sampling_topk != 1:
+        raise ValueError("--plot-attention draws the attention of search, not of sampling")
     if args.input and Path(args.input).is_dir():
         raise ValueError(f"--input {args.input} is a directory; give a text file")
     if args.input and not Path(args.input).is_file():
@@ -199,6 +206,9 @@ def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
     if n_best:
         p.add_argument("--n-best", type=int, help="hypotheses per input (<= beam size)")
     p.add_argument("--length-penalty", type=float, help="length penalty alpha (0 = none)")
+    p.add_argument(
+        "--word-reward", type=float, help="beam search's bonus per output token (0 = none)"
+    )
     p.add_argument("--batch-size", type=int, help="sentences per batch")
 
 
@@ -262,7 +272,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="with one SENTENCE and an attention model: draw its alignment heatmap to this file",
     )
     _decode_args(p)
+    p.add_argument(
+        "--sampling-topk",
+        type=int,
+        metavar="K",
+        help="sample instead of searching (e.g. for back-translation): 0 = from the whole "
+        "distribution, K > 1 = from the K most likely tokens (default: the config's, 1 = greedy)",
+    )
+    p.add_argument(
+        "--sampling-temperature",
+        type=float,
+        metavar="T",
+        help="divide the log-probabilities by T before sampling (default: the config's, 1)",
+    )
+    p.add_argument(
+        "--seed",
+        type=number(int, minimum=0),
+        help="seed of the samples (default 1); with the sentence itself, it alone decides a "
+        "sentence's sample",
+    )
     p.set_defaults(func=cmd_translate)
+
+    from translator.pipelines.score_cmd import add_score_arguments, cmd_score
+
+    p = sub.add_parser(
+        "score",
+        help="the log-probability a model gives translations (for filtering and reranking)",
+        description="Score source<TAB>target pairs with a trained run (teacher-forced): print "
+        "TOTAL<TAB>PER_TOKEN<TAB>TOKENS per input line, the sum of the target tokens' "
+        "log-probabilities with EOS, its mean per token and the number of tokens with EOS.",
+    )
+    add_score_arguments(p)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("bench", help="training and decoding throughput of a trained run")
     p.add_argument("run_dir", help="a run directory with a trained model")
@@ -290,6 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_export_arguments(p)
     p.set_defaults(func=cmd_export)
+
+    from translator.pipelines.average_cmd import add_average_arguments, cmd_average
+
+    p = sub.add_parser(
+        "average",
+        help="average the epoch checkpoints a run kept (train.average_checkpoints) into a new run",
+        description="Average the weights of the last or best N epochs that a run trained with "
+        "train.average_checkpoints kept; write a new run directory with the average as its "
+        "model.keras and print its validation BLEU beside the best single epoch's.",
+    )
+    add_average_arguments(p)
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser(
         "bench-distribute",
@@ -351,6 +404,7 @@ TENSORFLOW_COMMANDS = (
     "bench",
     "serve",
     "export",
+    "average",
 )
 
 

@@ -1,6 +1,7 @@
 """`translator evaluate` and `translator plot`: thin command-line layers over translator.evaluation.
 
 translator evaluate RUN_DIR [RUN_DIR ...] [--test NAME=FILE ...] [--beam-size N ...] ...
+    (a RUN_DIR may be RUN_A+RUN_B: an ensemble, evaluated as one system)
 translator evaluate CONFIG [--run-dir DIR]        (runs the `evaluate` stage)
 translator plot RUN_DIR [RUN_DIR ...] --output FILE.png
 """
@@ -22,7 +23,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="RUN_DIR",
         help="run directories to evaluate (the first is the baseline of the significance tests); "
-        "or one CONFIG file, which runs the evaluate stage",
+        "RUN_A+RUN_B is an ensemble of runs that share their tokenizers, one system; or one CONFIG "
+        "file, which runs the evaluate stage",
     )
     p.add_argument(
         "--test",
@@ -90,14 +92,18 @@ def is_stage_form(args) -> bool:
 
 
 def run_evaluate(args) -> int:
+    from translator.pipelines.cli import _ensemble_members
+
     from translator.evaluation.evaluator import evaluate
     from translator.evaluation.report import format_signatures, format_table, format_worst
 
     if args.worst < 0:
         raise ValueError(f"--worst must be 0 or more, got {args.worst}")
     output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
+    # RUN_A+RUN_B: one system, the ensemble of the runs (a list of run directories).
+    targets = [members if len(members := _ensemble_members(t)) > 1 else t for t in args.targets]
     rows = evaluate(
-        args.targets,
+        targets,
         test_sets=args.test or None,
         beam_sizes=args.beam_size,
         metrics=args.metrics,

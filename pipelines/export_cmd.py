@@ -15,6 +15,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--n-best", type=int, help="hypotheses of translate_nbest (<= beam size)")
     group.add_argument("--length-penalty", type=float, help="length penalty alpha (0 = none)")
     group.add_argument(
+        "--word-reward", type=float, help="beam search's bonus per output token (0 = none)"
+    )
+    group.add_argument(
         "--max-output-ratio", type=float, help="maximum output tokens per source token"
     )
     group.add_argument("--max-output-extra", type=int, help="extra output tokens allowed")
@@ -57,6 +60,7 @@ def cmd_export(args) -> int:
         beam_size=args.beam_size,
         n_best=args.n_best,
         length_penalty=args.length_penalty,
+        word_reward=args.word_reward,
         max_output_ratio=args.max_output_ratio,
         max_output_extra=args.max_output_extra,
         min_output_length=args.min_output_length,
@@ -66,7 +70,8 @@ def cmd_export(args) -> int:
     search = "greedy search" if d["beam_size"] == 1 else f"beam search (beam {d['beam_size']})"
     print(f"exported {args.run_dir} to {out}")
     print(
-        f"  {search}, length penalty {d['length_penalty']}, at most "
+        f"  {search}, length penalty {d['length_penalty']}, "
+        f"word reward {d.get('word_reward', 0.0)}, at most "
         f"ceil({d['max_output_ratio']} x source tokens) + {d['max_output_extra']} output tokens"
     )
     print("  serving_default: text [N] string -> translation [N] string, score [N] float32")

@@ -94,7 +94,7 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
     if stage == "prepare":
         return fingerprint("prepare", cfg.section("data"), _input_digests(cfg))
     if stage == "tokenize":
-        return fingerprint("tokenize", cfg.section("tokenizer"), _fingerprint_of(ctx, "prepare"))
+        return fingerprint("tokenize", tokenizer_section(cfg), _fingerprint_of(ctx, "prepare"))
     if stage == "train":
         return fingerprint(
             "train", model_section(cfg), train_section(cfg), _fingerprint_of(ctx, "tokenize")
@@ -102,12 +102,35 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
     if stage == "evaluate":
         return fingerprint(
             "evaluate",
-            cfg.section("decode"),
+            decode_section(cfg),
             cfg.section("eval"),
             _fingerprint_of(ctx, "train"),
             _model_digest(ctx),
         )
     raise ValueError(stage)
+
+
+def decode_section(cfg: Config) -> dict:
+    """The decode config as it matters for the evaluation: the word reward and sampling options
+    are left out at their defaults, so runs made before they existed keep their fingerprints."""
+    decode = cfg.section("decode")
+    for key, default in (
+        ("word_reward", 0.0),
+        ("sampling_topk", 1),
+        ("sampling_temperature", 1.0),
+    ):
+        if decode.get(key, default) == default:
+            decode.pop(key, None)
+    return decode
+
+
+def tokenizer_section(cfg: Config) -> dict:
+    """The tokenizer config as it matters for the tokenizers: `joint_vocab` is left out when
+    false, so runs made before it existed keep their fingerprints."""
+    tokenizer = cfg.section("tokenizer")
+    if not tokenizer.get("joint_vocab", False):
+        tokenizer.pop("joint_vocab", None)
+    return tokenizer
 
 
 def model_section(cfg: Config) -> dict:
@@ -122,9 +145,9 @@ def model_section(cfg: Config) -> dict:
 
 def train_section(cfg: Config) -> dict:
     """The train config as it matters for the result. How training runs (`distribute`,
-    `cpu_devices`) is left out: a run may resume on other devices. The precision and accumulation
-    options are left out at their defaults, so runs made before they existed keep their
-    fingerprints."""
+    `cpu_devices`) is left out: a run may resume on other devices. The precision, accumulation,
+    checkpoint-averaging, learning-rate schedule and validation-beam options are left out at their
+    defaults, so runs made before they existed keep their fingerprints."""
     train = cfg.section("train")
     for key in ("distribute", "cpu_devices"):
         train.pop(key, None)
@@ -132,8 +155,18 @@ def train_section(cfg: Config) -> dict:
         ("learning_rate_scaling", "keep"),
         ("mixed_precision", "none"),
         ("accumulate_steps", 1),
+        ("average_checkpoints", 0),
+        ("warmup_steps", 0),
+        ("lr_decay_factor", 1.0),
+        ("lr_decay_patience", 2),
+        ("lr_decay_metric", "loss"),
+        ("min_learning_rate", 0.0),
+        ("valid_beam_size", 1),
     ):
         if train.get(key, default) == default:
+            train.pop(key, None)
+    if train.get("sampling_alpha", 0.0) == 0.0:  # no subword sampling: its options do not matter
+        for key in ("sampling_alpha", "sampling_nbest_size", "sampling_sides"):
             train.pop(key, None)
     return train
 
@@ -382,9 +415,10 @@ def load_split(run_dir: Path, split: str) -> list[Pair]:
 # -- tokenize --------------------------------------------------------------------------------------
 def tokenize(ctx: Context) -> dict:
     """Train source and target tokenizers on the training split (streamed; SentencePiece samples
-    `SENTENCEPIECE_MAX_SENTENCES` of a larger split); save them in tokenizers/. Then encode the
-    training split in chunks into sharded TFRecord files in data/ (`translator.data.records`),
-    which training reads."""
+    `SENTENCEPIECE_MAX_SENTENCES` of a larger split); save them in tokenizers/. With
+    `tokenizer.joint_vocab`, one tokenizer trained on both sides' sentences is saved for each side.
+    Then encode the training split in chunks into sharded TFRecord files in data/
+    (`translator.data.records`), which training reads."""
     from translator.data.records import write_train_records
     from translator.data.tokenizers import save_tokenizer, train_tokenizer
 
@@ -393,22 +427,26 @@ def tokenize(ctx: Context) -> dict:
     if not path.is_file():
         raise StageError(f"{path} is missing; run the `prepare` stage first")
     n = count_lines(path)
+    options = {
+        "model_type": t.model_type,
+        "character_coverage": t.character_coverage,
+        "lowercase": t.lowercase,
+        "min_frequency": t.min_frequency,
+        "seed": ctx.config.train.seed,
+    }
     tokenizers = {}
-    for side, size in (("src", t.src_vocab_size), ("tgt", t.tgt_vocab_size)):
-        pairs = _progress(iter_tsv(path), f"[tokenize] reading {side}", "sentences", n)
-        tok = train_tokenizer(
-            t.type,
-            (getattr(p, side) for p in pairs),
-            size,
-            sentence_count=n,
-            model_type=t.model_type,
-            character_coverage=t.character_coverage,
-            lowercase=t.lowercase,
-            min_frequency=t.min_frequency,
-            seed=ctx.config.train.seed,
-        )
+    if t.joint_vocab:
+        pairs = _progress(iter_tsv(path), "[tokenize] reading src and tgt", "pairs", n)
+        texts = (text for p in pairs for text in (p.src, p.tgt))
+        tok = train_tokenizer(t.type, texts, t.src_vocab_size, sentence_count=2 * n, **options)
+        tokenizers = {"src": tok, "tgt": tok}
+    else:
+        for side, size in (("src", t.src_vocab_size), ("tgt", t.tgt_vocab_size)):
+            pairs = _progress(iter_tsv(path), f"[tokenize] reading {side}", "sentences", n)
+            texts = (getattr(p, side) for p in pairs)
+            tokenizers[side] = train_tokenizer(t.type, texts, size, sentence_count=n, **options)
+    for side, tok in tokenizers.items():
         save_tokenizer(tok, ctx.run.tokenizers, side)
-        tokenizers[side] = tok
     records = write_train_records(
         ctx.run,
         tokenizers["src"],
@@ -421,8 +459,10 @@ def tokenize(ctx: Context) -> dict:
         summary[f"{side}_mean_tokens"] = round(records[f"{side}_tokens"] / records["pairs"], 2)
         summary[f"{side}_max_tokens"] = records[f"{side}_max_tokens"]
     summary["train_shards"] = len(records["shards"])
+    if t.joint_vocab:
+        summary["joint_vocab"] = True
     ctx.log(
-        f"[tokenize] {t.type}: source vocabulary {summary['src_vocab_size']} "
+        f"[tokenize] {t.type}{' (joint vocabulary)' if t.joint_vocab else ''}: source vocabulary {summary['src_vocab_size']} "
         f"({summary['src_mean_tokens']} tokens/sentence), target vocabulary {summary['tgt_vocab_size']} "
         f"({summary['tgt_mean_tokens']} tokens/sentence); {records['pairs']} training pairs in "
         f"{len(records['shards'])} record shards"
@@ -500,10 +540,13 @@ def write_evaluation(
 def print_scores(report: dict) -> None:
     for s in report["scores"].values():
         print(f"{report['test_set']}: {s['text']}   ({s['signature']})", flush=True)
+    if "length_ratio" in report:
+        print(f"{report['test_set']}: length ratio {report['length_ratio']:.3f}", flush=True)
 
 
 def evaluate(ctx: Context) -> dict:
     """Translate the test split with the best model; write eval/test.hyp.txt and eval/scores.json."""
+    from translator.evaluation.metrics import bleu_lengths
     from translator.translate import Translator
 
     translator = Translator.load(ctx.run_dir)
@@ -511,12 +554,15 @@ def evaluate(ctx: Context) -> dict:
     decode = {
         "beam_size": d.beam_size,
         "length_penalty": d.length_penalty,
+        "word_reward": d.word_reward,
         "batch_size": d.batch_size,
     }
     pairs = load_split(ctx.run_dir, "test")
     hyps, scores, seconds = evaluate_pairs(translator, pairs, ctx.config.eval.metrics, **decode)
+    sys_len, ref_len = bleu_lengths(hyps, [p.tgt for p in pairs])
     info = {
         "decode": {**decode, "n_best": 1},
+        "length_ratio": round(sys_len / max(ref_len, 1), 4),
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(pairs) / seconds, 2),
     }

@@ -42,11 +42,17 @@ def tiny_attention_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_attention_export(tiny_attention_run, tmp_path_factory) -> Path:
-    """`translator export` of the attention run with beam 4, 3-best, length penalty 0.6 and
-    batches of 7 (so inputs span several padded batches inside the graph)."""
+    """`translator export` of the attention run with beam 4, 3-best, length penalty 0.6, word
+    reward 0.5 and batches of 7 (so inputs span several padded batches inside the graph)."""
     from translator.export import export_run
 
     out = tmp_path_factory.mktemp("exports") / "tiny-attention-beam4"
     return export_run(
-        tiny_attention_run, out, beam_size=4, n_best=3, length_penalty=0.6, batch_size=7
+        tiny_attention_run,
+        out,
+        beam_size=4,
+        n_best=3,
+        length_penalty=0.6,
+        batch_size=7,
+        word_reward=0.5,
     )

@@ -29,7 +29,8 @@ def _test_sources(run, n=None):
 
 
 def test_beam_nbest_export_equals_python_api_standalone(tiny_attention_run, tiny_attention_export):
-    """Beam 4, 3-best, length penalty, batches of 7 (so several padded batches in the graph)."""
+    """Beam 4, 3-best, length penalty, word reward, batches of 7 (so several padded batches in
+    the graph)."""
     from translator.export import check_export
 
     report = check_export(tiny_attention_export, _test_sources(tiny_attention_run) + EDGE_CASES)
@@ -49,7 +50,7 @@ def test_export_layout_and_info(tiny_attention_run, tiny_attention_export):
     ).read_bytes()
     info = read_export_info(tiny_attention_export)
     assert info["decode"]["beam_size"] == 4 and info["decode"]["n_best"] == 3
-    assert info["decode"]["batch_size"] == 7
+    assert info["decode"]["batch_size"] == 7 and info["decode"]["word_reward"] == 0.5
     assert not list(tiny_attention_export.parent.glob(".*partial"))
 
 
@@ -78,7 +79,7 @@ def test_export_backend_answers_as_python_api(tiny_attention_run, tiny_attention
     sentences = _test_sources(tiny_attention_run, 5) + ["", "Hallo"]
     got = backend.translate(sentences, beam_size=4, n_best=2, length_penalty=0.6)
     want = Translator.load(tiny_attention_run).translate_nbest(
-        sentences, n_best=2, beam_size=4, length_penalty=0.6, batch_size=7
+        sentences, n_best=2, beam_size=4, length_penalty=0.6, batch_size=7, word_reward=0.5
     )
     assert [[t for t, _ in row] for row in got] == [[t for t, _ in row] for row in want]
     assert got[5] == [("", 0.0)]
@@ -179,3 +180,22 @@ def test_align_signature_equals_python_api(tiny_attention_run, tiny_attention_ex
         np.testing.assert_allclose(
             np.array(got["attention"]).reshape(want.attention.shape), want.attention, atol=1e-6
         )
+
+
+def test_a_sampling_config_is_not_exported_silently_as_greedy(tiny_attention_run, tmp_path):
+    from translator.config import DecodeConfig
+    from translator.export import ExportError, ExportSettings
+
+    with pytest.raises(ExportError, match="decode.sampling_topk"):
+        ExportSettings.from_decode(DecodeConfig(sampling_topk=5))
+    # --beam-size chooses beam search over the config's sampling.
+    assert ExportSettings.from_decode(DecodeConfig(sampling_topk=5), beam_size=4).beam_size == 4
+
+
+def test_a_model_without_attention_exports_without_align(tiny_run, tmp_path):
+    from translator.export import check_export, export_run, read_export_info
+
+    out = export_run(tiny_run, tmp_path / "plain", beam_size=3, batch_size=5)
+    assert "align" not in read_export_info(out)["signatures"]
+    report = check_export(out, _test_sources(tiny_run, 20) + EDGE_CASES)
+    assert report.passed, report.mismatches

@@ -68,6 +68,7 @@ class ExportSettings:
     max_output_extra: int
     min_output_length: int
     batch_size: int
+    word_reward: float = 0.0
 
     @classmethod
     def from_decode(cls, decode: DecodeConfig, **overrides: Any) -> ExportSettings:
@@ -76,7 +77,13 @@ class ExportSettings:
         changes = {k: v for k, v in overrides.items() if v is not None}
         if "beam_size" in changes and "n_best" not in changes:
             changes["n_best"] = min(decode.n_best, changes["beam_size"])
-        checked = dataclasses.replace(decode, **changes)
+        checked = decode.with_overrides(**changes)
+        if getattr(checked, "sampling_topk", 1) != 1:
+            raise ExportError(
+                "an export decodes with greedy or beam search, but decode.sampling_topk is "
+                f"{checked.sampling_topk} (sampling); set decode.sampling_topk: 1 in the run's "
+                "config, or pass --beam-size N with N > 1"
+            )
         return cls(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(cls)})
 
 
@@ -128,12 +135,22 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
             keep = tf.equal(tf.cumsum(tf.cast(tf.equal(tokens, EOS_ID), tf.int32), axis=1), 0)
             lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
             tokens = tf.where(keep, tokens, 0)
-            # As `search._normalized`: float64, score / ((5 + |Y|) / 6) ** alpha, |Y| with EOS.
-            lp = ((5.0 + tf.cast(lengths + 1, tf.float64)) / 6.0) ** s.length_penalty
-            norm = tf.cast(tf.cast(scores, tf.float64) / lp, tf.float32)
+            # As `search._normalized`: float64, (score + word_reward * |Y|) / ((5 + |Y|) / 6) **
+            # alpha, |Y| with EOS.
+            n = tf.cast(lengths + 1, tf.float64)
+            lp = ((5.0 + n) / 6.0) ** s.length_penalty
+            norm = tf.cast((tf.cast(scores, tf.float64) + s.word_reward * n) / lp, tf.float32)
             return tokens[:, None, :], lengths[:, None], scores[:, None], norm[:, None]
         seq, lengths, scores, norm = beam_loop(
-            step_model, src_ids, max_len, min_len, s.length_penalty, k, BOS_ID, EOS_ID
+            step_model,
+            src_ids,
+            max_len,
+            min_len,
+            s.length_penalty,
+            k,
+            BOS_ID,
+            EOS_ID,
+            word_reward=s.word_reward,
         )
         return seq[:, :n_best], lengths[:, :n_best] - 1, scores[:, :n_best], norm[:, :n_best]
 
@@ -223,6 +240,8 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
                 "attention": tf.cast(weights, tf.float32),
             }
 
+    if getattr(model, "attention", None) is None:
+        del ExportModule.align  # saving traces every tf.function; this one needs attention
     return ExportModule()
 
 
@@ -409,6 +428,7 @@ def check_export(export_dir: str | Path, sentences: list[str], run_dir=None) -> 
         n_best=s["n_best"],
         beam_size=s["beam_size"],
         length_penalty=s["length_penalty"],
+        word_reward=s.get("word_reward", 0.0),
         batch_size=s["batch_size"],
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,8 +13,10 @@ from translator.config import DecodeConfig
 from translator.data.batching import length_sorted_batches, pad_batch
 from translator.data.corpus import normalize
 from translator.data.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
+from translator.decoding.sampling import DEFAULT_SEED, Sampler, check_seed
 from translator.decoding.search import Hypothesis, Searcher, max_output_lengths
 from translator.rundir import RunDir
+from translator.scoring import ScoredPair, Scorer
 
 
 @dataclasses.dataclass
@@ -65,6 +67,8 @@ class Translator:
         self.tgt_tokenizer = tgt_tokenizer
         self.decode = decode or DecodeConfig()
         self.searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
+        self.sampler = Sampler(model, bos_id=BOS_ID, eos_id=EOS_ID)
+        self.scorer = Scorer(model, bos_id=BOS_ID, eos_id=EOS_ID)
         # The longest training source in tokens, when known: much longer inputs get a warning.
         self.max_train_src_tokens: int | None = None
 
@@ -132,19 +136,24 @@ class Translator:
         return translator
 
     def settings(self, **overrides) -> DecodeConfig:
-        """The default decoding settings with the given (non-None) overrides, validated."""
-        return dataclasses.replace(
-            self.decode, **{k: v for k, v in overrides.items() if v is not None}
-        )
+        """The default decoding settings with the given (non-None) overrides, validated (see
+        `DecodeConfig.with_overrides`: asking for sampling drops a configured beam search)."""
+        return self.decode.with_overrides(**overrides)
 
-    def translate_hypotheses(self, sentences: Iterable[str], **options) -> list[list[Hypothesis]]:
+    def translate_hypotheses(
+        self, sentences: Iterable[str], seed: int | None = None, **options
+    ) -> list[list[Hypothesis]]:
         """Decode sentences; per input, a list of `n_best` hypotheses (token ids), best first.
 
         `options` are `DecodeConfig` fields (e.g. `beam_size`, `n_best`, `length_penalty`,
-        `batch_size`). Inputs are sorted by length into batches; results come back in input
-        order. An empty sentence gets one empty hypothesis with score 0.
+        `sampling_topk`, `batch_size`). Inputs are sorted by length into batches; results come
+        back in input order. An empty sentence gets one empty hypothesis with score 0. With
+        `sampling_topk` != 1 each input gets one sampled hypothesis; `seed` (default 1) decides
+        the samples (see :mod:`translator.decoding.sampling`).
         """
         settings = self.settings(**options)
+        seed = DEFAULT_SEED if seed is None else seed
+        check_seed(seed)
         sentences = _as_list(sentences)
         encoded = self.src_tokenizer.encode_batch([normalize(s) for s in sentences])
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
@@ -158,14 +167,26 @@ class Translator:
                 settings.max_output_ratio,
                 settings.max_output_extra,
             )
-            hyps = self.searcher.search(
-                src,
-                max_len,
-                beam_size=settings.beam_size,
-                n_best=settings.n_best,
-                length_penalty=settings.length_penalty,
-                min_length=settings.min_output_length,
-            )
+            if settings.sampling_topk != 1:
+                sampled = self.sampler.sample(
+                    src,
+                    max_len,
+                    topk=settings.sampling_topk,
+                    temperature=settings.sampling_temperature,
+                    seed=seed,
+                    min_length=settings.min_output_length,
+                )
+                hyps = [[h] for h in sampled]
+            else:
+                hyps = self.searcher.search(
+                    src,
+                    max_len,
+                    beam_size=settings.beam_size,
+                    n_best=settings.n_best,
+                    length_penalty=settings.length_penalty,
+                    min_length=settings.min_output_length,
+                    word_reward=settings.word_reward,
+                )
             for i, h in zip(idx, hyps, strict=True):
                 results[i] = h
         _warn_about(self, encoded, results)
@@ -177,6 +198,10 @@ class Translator:
         beam_size: int | None = None,
         length_penalty: float | None = None,
         batch_size: int | None = None,
+        word_reward: float | None = None,
+        sampling_topk: int | None = None,
+        sampling_temperature: float | None = None,
+        seed: int | None = None,
         **deprecated,
     ) -> str | list[str]:
         """Translate one sentence (-> its translation) or a list of sentences (-> a list).
@@ -184,8 +209,19 @@ class Translator:
         The best hypothesis of each input; `translate_nbest` gives n-best lists with scores and
         `align` the attention. (The keywords `n_best`, `return_scores` and `return_attention`
         still work here, with a `DeprecationWarning`, and return what those methods return.)
+        `sampling_topk` != 1 samples instead of searching (0: the whole distribution, K > 1: the
+        K most likely tokens), from log-probabilities divided by `sampling_temperature`; `seed`
+        (default 1) decides the samples, a sentence's sample does not depend on its batch.
         """
-        options = dict(beam_size=beam_size, length_penalty=length_penalty, batch_size=batch_size)
+        options = dict(
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            batch_size=batch_size,
+            word_reward=word_reward,
+            sampling_topk=sampling_topk,
+            sampling_temperature=sampling_temperature,
+            seed=seed,
+        )
         if deprecated:
             return self._deprecated_translate(text, options, **deprecated)
         single = isinstance(text, str)
@@ -200,10 +236,15 @@ class Translator:
         beam_size: int | None = None,
         length_penalty: float | None = None,
         batch_size: int | None = None,
+        word_reward: float | None = None,
+        sampling_topk: int | None = None,
+        sampling_temperature: float | None = None,
+        seed: int | None = None,
     ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
         """The `n_best` best translations of one sentence, or of each of a list of sentences, as
         `(text, score)` pairs, best first; the score is the normalised score used for ranking.
-        `n_best` defaults to the config's, and is at most `beam_size`."""
+        `n_best` defaults to the config's, and is at most `beam_size`. With sampling (see
+        `translate`) the one sample and its score (the sum of its log-probabilities)."""
         single = isinstance(text, str)
         hyps = self.translate_hypotheses(
             [text] if single else text,
@@ -211,12 +252,42 @@ class Translator:
             beam_size=beam_size,
             length_penalty=length_penalty,
             batch_size=batch_size,
+            word_reward=word_reward,
+            sampling_topk=sampling_topk,
+            sampling_temperature=sampling_temperature,
+            seed=seed,
         )
         out = [
             [(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input]
             for per_input in hyps
         ]
         return out[0] if single else out
+
+    def score(
+        self, sources: list[str], targets: list[str], batch_size: int | None = None
+    ) -> list[ScoredPair]:
+        """The log-probability the model gives each target as the translation of its source.
+
+        Teacher-forced and batched (see :mod:`translator.scoring`): per pair, the sum of the
+        log-probabilities of the target's tokens and EOS, their number and their mean. It is the
+        score search gives the same output (an ensemble's, the mean of its members'
+        log-probabilities per token). Sources and targets are normalised and tokenised as for
+        translation.
+
+        Example:
+            >>> t.score(["Guten Morgen."], ["Good morning."])[0]
+            ScoredPair(total=-2.31, tokens=4, per_token=-0.58)
+        """
+        if isinstance(sources, str) or isinstance(targets, str):
+            raise TypeError("score() takes a list of sources and a list of targets")
+        sources, targets = _as_list(sources), _as_list(targets)
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets; give pairs")
+        return self.scorer.score(
+            self.src_tokenizer.encode_batch([normalize(s) for s in sources]),
+            self.tgt_tokenizer.encode_batch([normalize(t) for t in targets]),
+            batch_size=self.settings(batch_size=batch_size).batch_size,
+        )
 
     def align(
         self,
@@ -250,8 +321,9 @@ class Translator:
             DeprecationWarning,
             stacklevel=3,
         )
-        if keywords.get("return_attention"):
-            return self.align(text, **options)
+        if keywords.get("return_attention"):  # the best hypothesis: align's own options only
+            keys = ("beam_size", "length_penalty", "batch_size")
+            return self.align(text, **{k: options[k] for k in keys})
         n_best = keywords.get("n_best")
         if keywords.get("return_scores") or (n_best or self.decode.n_best) > 1:
             return self.translate_nbest(text, n_best=n_best, **options)

@@ -243,6 +243,87 @@ def test_length_penalty_normalisation(models, batch, alpha):
         assert h[0].normalized_score == pytest.approx(h[0].score / lp(len(h[0].tokens) + 1, alpha))
 
 
+@pytest.mark.parametrize("alpha,reward", [(0.0, 0.5), (1.0, 1.0), (0.6, -0.3)])
+def test_word_reward_normalisation(models, batch, alpha, reward):
+    model, searcher = models["gru"]
+    src, max_len = batch
+    options = dict(beam_size=BEAM, n_best=BEAM, length_penalty=alpha, word_reward=reward)
+    beams = searcher.search(src, max_len, **options)
+    for hyps, recomputed in zip(beams, teacher_forced_scores(model, src, beams), strict=True):
+        norm = [h.normalized_score for h in hyps]
+        assert norm == sorted(norm, reverse=True)
+        for h, score in zip(hyps, recomputed, strict=True):
+            n = len(h.tokens) + 1
+            assert h.normalized_score == pytest.approx(
+                (h.score + reward * n) / lp(n, alpha), rel=1e-5
+            )
+            assert h.score == pytest.approx(score, abs=SCORE_ATOL)
+    for h in searcher.search(src, max_len, beam_size=1, length_penalty=alpha, word_reward=reward):
+        n = len(h[0].tokens) + 1
+        assert h[0].normalized_score == pytest.approx((h[0].score + reward * n) / lp(n, alpha))
+
+
+def test_word_reward_lengthens_beam_output():
+    toy = ToyAttention(vocab=12, units=8, seed=6, scale=1.0)
+    searcher = Searcher(toy, bos_id=BOS_ID, eos_id=EOS_ID)
+    rng = np.random.default_rng(6)
+    src = pad_batch([list(rng.integers(4, 12, size=k)) for k in rng.integers(2, 8, size=24)])
+    max_len = np.full(len(src), 12, np.int32)
+
+    def total_length(reward: float) -> int:
+        beams = searcher.beam(src, max_len, beam_size=4, word_reward=reward)
+        return sum(len(hyps[0].tokens) for hyps in beams)
+
+    lengths = [total_length(r) for r in (-1.0, 0.0, 1.0, 3.0)]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+    assert total_length(100.0) == 12 * len(src)  # every output as long as allowed
+
+
+@pytest.mark.parametrize(
+    "alpha,reward", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.5), (1.0, 0.8), (0.5, -0.7)]
+)
+def test_wide_beam_is_exhaustive_search(alpha, reward):
+    """With a beam wider than the number of outputs, beam search must return the exact best
+    outputs under the normalised score, found by enumerating every output (vocabulary 6, at most
+    3 tokens before EOS) and scoring it step by step."""
+    vocab, max_tokens = 6, 3
+    toy = ToyAttention(vocab=vocab, units=8, seed=7, scale=1.5)
+    src = pad_batch([[4, 5, 1], [5, 2]])
+    outputs = [()]
+    for n in range(1, max_tokens + 1):
+        outputs += [
+            o + (t,) for o in outputs if len(o) == n - 1 for t in range(vocab) if t != EOS_ID
+        ]
+    expected = []
+    for row in range(len(src)):
+        enc = toy.encode(tf.constant(src[row : row + 1].repeat(len(outputs), 0), tf.int32))
+        tokens = np.array([[BOS_ID, *o] + [0] * (max_tokens - len(o)) for o in outputs], np.int32)
+        states, logps = enc.states, []
+        for t in range(max_tokens + 1):
+            logits, states = toy.decode_step(tf.constant(tokens[:, t]), states, enc)
+            logps.append(tf.nn.log_softmax(logits).numpy())
+        scored = []
+        for j, o in enumerate(outputs):
+            seq = [*o, EOS_ID]
+            score = sum(float(logps[t][j, y]) for t, y in enumerate(seq))
+            scored.append(((score + reward * len(seq)) / lp(len(seq), alpha), list(o), score))
+        expected.append(sorted(scored, key=lambda x: -x[0])[:3])
+    searcher = Searcher(toy, bos_id=BOS_ID, eos_id=EOS_ID)
+    beams = searcher.beam(
+        src,
+        np.full(len(src), max_tokens, np.int32),
+        beam_size=len(outputs),
+        n_best=3,
+        length_penalty=alpha,
+        word_reward=reward,
+    )
+    for want, got in zip(expected, beams, strict=True):
+        assert [h.tokens for h in got] == [w[1] for w in want]
+        for h, w in zip(got, want, strict=True):
+            assert h.normalized_score == pytest.approx(w[0], abs=1e-4)
+            assert h.score == pytest.approx(w[2], abs=1e-4)
+
+
 # --------------------------------------------------------------------------- lengths and batching
 
 

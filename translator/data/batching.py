@@ -4,13 +4,15 @@ A :class:`BucketedDataset` is built from an *examples source*: :class:`EncodedEx
 pairs in memory: the valid split, tests) or `translator.data.records.RecordExamples` (the training
 split as sharded TFRecord files, never read into memory). A source knows its pairs' lengths (so
 the number of batches of a pass is exact without reading the data) and streams its pairs in
-their order; the dataset shuffles, buckets and pads them.
+their order; the dataset shuffles, buckets and pads them. With a `resegment` function (subword
+sampling, `translator.data.tokenizers.PairSampler`) each pair is segmented afresh every time it is
+read, inside tf.data, before it is bucketed by its new length.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +24,11 @@ BUCKET_BOUNDARIES = (6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 64, 96, 1
 # The largest shuffle buffer `shuffle_buffer=None` asks for: the whole data up to this many pairs,
 # beyond it (corpora larger than memory) a buffer of this many.
 MAX_SHUFFLE_BUFFER = 1_000_000
+# Pairs segmented afresh per call of the `resegment` function (one tensorflow-text call a chunk).
+RESEGMENT_CHUNK = 256
+
+# `resegment(src, tgt)`: int32 RaggedTensors [B, (S)], [B, (T)] -> the same pairs re-segmented.
+Resegment = Callable[[tf.RaggedTensor, tf.RaggedTensor], tuple[tf.RaggedTensor, tf.RaggedTensor]]
 
 
 def bucket_batch_sizes(
@@ -123,6 +130,13 @@ class BucketedDataset:
             phrases follow the sentences, sorted), which a smaller buffer only mixes locally;
             the training records are then read in a seeded shard order, several shards at a
             time.
+        resegment: segments the pairs afresh each time they are read (subword sampling, e.g.
+            `translator.data.tokenizers.pair_sampler`), in chunks of `RESEGMENT_CHUNK` pairs,
+            after shuffling; the pairs are bucketed by their new lengths. The source's lengths
+            are then those of the best segmentation, so `steps_per_pass` (and an epoch without
+            `steps_per_epoch`) counts the batches such a pass would take, and every bucket of
+            `BUCKET_BOUNDARIES` is kept (sampled segmentations are longer). None: the pairs as
+            the source holds them.
     """
 
     def __init__(
@@ -134,14 +148,19 @@ class BucketedDataset:
         shuffle: bool = True,
         seed: int = 1,
         shuffle_buffer: int | None = None,
+        resegment: Resegment | None = None,
     ):
         examples = src if tgt is None else EncodedExamples(src, tgt)
         if len(examples) == 0:
             raise ValueError("no training pairs")
         self.examples = examples
         self.lengths = examples.lengths
+        self.resegment = resegment
         max_len = int(self.lengths.max())
-        self.boundaries = [b for b in BUCKET_BOUNDARIES if b < max_len + 1] or [max_len + 1]
+        if resegment is None:
+            self.boundaries = [b for b in BUCKET_BOUNDARIES if b < max_len + 1] or [max_len + 1]
+        else:
+            self.boundaries = list(BUCKET_BOUNDARIES)
         self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
         self.batch_sizes = bucket_batch_sizes(self.boundaries, batch_tokens, max_batch_size)
         self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, shuffle_buffer
@@ -156,13 +175,16 @@ class BucketedDataset:
         shuffle: bool = True,
         seed: int = 1,
         shuffle_buffer: int | None = None,
+        resegment: Resegment | None = None,
     ) -> BucketedDataset:
         """Batches of an examples source (e.g. the training records of `open_train_examples`)."""
-        return cls(examples, None, batch_tokens, max_batch_size, shuffle, seed, shuffle_buffer)
+        return cls(
+            examples, None, batch_tokens, max_batch_size, shuffle, seed, shuffle_buffer, resegment
+        )
 
     def steps_per_pass(self, shard: tuple[int, int] | None = None) -> int:
         """Number of batches in one pass over the data, or over `shard`'s part of it (exact:
-        buckets flush their remainders)."""
+        buckets flush their remainders; with `resegment`, of the best segmentation)."""
         lengths = self.lengths[shard_positions(len(self.lengths), shard)]
         bucket = np.searchsorted(np.array(self.boundaries), lengths, side="right")
         counts = np.bincount(bucket, minlength=len(self.batch_sizes))
@@ -196,6 +218,10 @@ class BucketedDataset:
         if repeat:
             ds = ds.repeat()
         ds = self.examples.decode(ds)
+        if self.resegment is not None:
+            # After the repeat, so every read of a pair draws a new segmentation; in order.
+            ds = ds.ragged_batch(RESEGMENT_CHUNK)
+            ds = ds.map(self.resegment, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
         def to_example(s, t):
             bos = tf.constant([BOS_ID], tf.int32)

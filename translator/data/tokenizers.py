@@ -2,17 +2,27 @@
 
 All tokenizers share the special ids: 0 padding, 1 unknown, 2 begin-of-sentence, 3 end-of-sentence.
 `encode` returns ids without BOS/EOS; `decode` drops special ids and detokenises.
+
+A joint vocabulary is one tokenizer trained on source and target text together and saved for
+both sides; `same_as` tells two tokenizers that encode alike. :class:`SubwordSampler` segments
+SentencePiece ids afresh inside a TensorFlow graph (subword regularisation, BPE-dropout).
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from translator.io import ArtifactError, atomic_path, atomic_write_json
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -45,6 +55,16 @@ class Tokenizer:
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
+
+    def identity(self) -> tuple:
+        """What decides how text is encoded: kind, model or vocabulary, lowercasing."""
+        raise NotImplementedError
+
+    def same_as(self, other: Tokenizer) -> bool:
+        """Whether `other` encodes every text to the same ids (the same kind, model or vocabulary
+        and lowercasing), e.g. the two sides of a joint vocabulary. Compares the models, encodes
+        nothing."""
+        return self.identity() == other.identity()
 
     def save(self, path: str | Path) -> None:
         raise NotImplementedError
@@ -111,6 +131,26 @@ class SentencePieceTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized SentencePiece model (what the `.model` file holds)."""
+        return self._proto
+
+    @property
+    def model_type(self) -> str:
+        """The SentencePiece algorithm the model was trained with: `unigram` or `bpe` (or
+        `word`, `char` for models made elsewhere)."""
+        from sentencepiece import sentencepiece_model_pb2
+
+        model = sentencepiece_model_pb2.ModelProto()
+        model.ParseFromString(self._proto)
+        return sentencepiece_model_pb2.TrainerSpec.ModelType.Name(
+            model.trainer_spec.model_type
+        ).lower()
+
+    def identity(self) -> tuple:
+        return (self.type_name, self._proto, self.lowercase)
 
     def encode(self, text: str) -> list[int]:
         if self.lowercase:
@@ -182,6 +222,9 @@ class _VocabTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    def identity(self) -> tuple:
+        return (self.type_name, tuple(self.vocab), self.lowercase)
 
     def encode(self, text: str) -> list[int]:
         return [self._index.get(tok, UNK_ID) for tok in self.split(text)]
@@ -301,3 +344,159 @@ def load_tokenizer(directory: str | Path, kind: str, side: str) -> Tokenizer:
             f"{str(e).strip()[:200]}); run the tokenize stage again (translator tokenize CONFIG "
             "--run-dir RUN_DIR --force), which also retrains the model"
         ) from None
+
+
+SAMPLING_SIDES = ("both", "src", "tgt")
+_SAMPLER_IDS = itertools.count()  # distinct in-graph resource names, one per sampler
+
+
+class SubwordSampler:
+    """Segments SentencePiece ids afresh inside a TensorFlow graph (e.g. a tf.data map).
+
+    The ids (the best segmentation, as the training records hold them) are detokenised and
+    tokenised again by tensorflow-text with sampling, so each call draws a new segmentation of
+    the same text:
+
+    - a unigram model samples from its `nbest_size` best segmentations (-1: from all of them,
+      by forward-filtering backward-sampling over the lattice) with probabilities proportional
+      to P(x)^alpha: subword regularisation (Kudo, 2018); smaller alpha, more varied segmentations;
+    - a BPE model skips each merge with probability `alpha`: BPE-dropout (Provilkov et al.,
+      2020); SentencePiece ignores `nbest_size` there.
+
+    With `alpha` 0 it gives the best segmentation again: the ids themselves, but for `<unk>`
+    (it comes back from its surface ` ⁇ `) and for the rare segmentations that score exactly
+    alike, a tie tensorflow-text's SentencePiece may break the other way. The draws are not
+    seeded: tensorflow-text samples with SentencePiece's own random generator (one Mersenne
+    twister per thread, seeded from `std::random_device`), which takes no seed.
+
+    Args:
+        tokenizer: a :class:`SentencePieceTokenizer` (its lowercasing is already in the ids).
+        alpha: unigram: the smoothing exponent (> 0); BPE: the dropout probability, in [0, 1).
+        nbest_size: unigram: sample from this many best segmentations (>= 2), or -1 for all.
+        name: the name of the in-graph tokenizer's model resource; give each sampler its own
+            (tensorflow-text shares model resources by name; see `translator.export`).
+
+    Call arguments:
+        ids: int32 RaggedTensor `[B, (T)]`, token ids without BOS/EOS.
+
+    Returns:
+        int32 RaggedTensor `[B, (T')]`: the same B texts, segmented afresh.
+
+    Example:
+        >>> sampler = SubwordSampler(tok, alpha=0.1, name="src_subword_sampler")
+        >>> sampler(tf.ragged.constant([tok.encode("Das Haus.")]))  # a new segmentation each call
+    """
+
+    def __init__(
+        self,
+        tokenizer: SentencePieceTokenizer,
+        alpha: float,
+        nbest_size: int = -1,
+        name: str = "subword_sampler",
+    ):
+        import tensorflow as tf
+        import tensorflow_text as tf_text
+
+        if not isinstance(tokenizer, SentencePieceTokenizer):
+            raise ValueError(
+                f"subword sampling needs a SentencePiece tokenizer, not a {tokenizer.type_name} "
+                "tokenizer"
+            )
+        self.model_type = tokenizer.model_type
+        if self.model_type not in ("unigram", "bpe"):
+            raise ValueError(
+                f"subword sampling needs a unigram or BPE model, not {self.model_type}"
+            )
+        if not math.isfinite(alpha) or alpha < 0 or (self.model_type == "bpe" and alpha >= 1):
+            limits = "in [0, 1)" if self.model_type == "bpe" else "a number >= 0"
+            raise ValueError(f"alpha must be {limits} for a {self.model_type} model, got {alpha}")
+        if self.model_type == "unigram" and not (nbest_size == -1 or 2 <= nbest_size <= 512):
+            raise ValueError(f"nbest_size must be -1 (all) or in [2, 512], got {nbest_size}")
+        self.alpha = float(alpha)
+        # tensorflow-text samples only when nbest_size is neither 0 nor 1 (SentencePiece's "no
+        # sampling"); a BPE model then drops merges whatever the value.
+        if alpha == 0:
+            self.nbest_size = 0
+        else:
+            self.nbest_size = -1 if self.model_type == "bpe" else nbest_size
+        self._tokenizer = tf_text.SentencepieceTokenizer(
+            model=tokenizer.model_proto,
+            out_type=tf.int32,
+            nbest_size=self.nbest_size,
+            alpha=self.alpha,
+            name=name,
+        )
+
+    def __call__(self, ids: tf.RaggedTensor) -> tf.RaggedTensor:
+        return self._tokenizer.tokenize(self._tokenizer.detokenize(ids))
+
+    def describe(self) -> str:
+        """What is sampled, for a log line: `unigram sampling, alpha 0.1 over all segmentations`."""
+        if self.alpha == 0:
+            return "best segmentation"
+        if self.model_type == "bpe":
+            return f"BPE-dropout {self.alpha:g}"
+        n = "all segmentations" if self.nbest_size < 0 else f"{self.nbest_size} best"
+        return f"unigram sampling, alpha {self.alpha:g} over {n}"
+
+
+class PairSampler:
+    """Segments training pairs afresh inside a TensorFlow graph: a :class:`SubwordSampler` per
+    side that is sampled, the other side's ids unchanged.
+
+    Call arguments:
+        src: int32 RaggedTensor `[B, (S)]`, source ids without BOS/EOS.
+        tgt: int32 RaggedTensor `[B, (T)]`, target ids without BOS/EOS.
+
+    Returns:
+        `(src, tgt)` RaggedTensors `[B, (S')]`, `[B, (T')]`: the same pairs, segmented afresh.
+    """
+
+    def __init__(self, src: SubwordSampler | None, tgt: SubwordSampler | None):
+        if src is None and tgt is None:
+            raise ValueError("a pair sampler samples at least one side")
+        self.src, self.tgt = src, tgt
+
+    def __call__(
+        self, src: tf.RaggedTensor, tgt: tf.RaggedTensor
+    ) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+        return (
+            src if self.src is None else self.src(src),
+            tgt if self.tgt is None else self.tgt(tgt),
+        )
+
+    def describe(self) -> str:
+        """What is sampled on which side, for a log line."""
+        samplers = [s for s in (self.src, self.tgt) if s is not None]
+        sides = "source and target" if len(samplers) == 2 else "source" if self.src else "target"
+        return f"{samplers[0].describe()} of the {sides} (not seeded)"
+
+
+def pair_sampler(
+    src_tok: Tokenizer,
+    tgt_tok: Tokenizer,
+    alpha: float,
+    nbest_size: int = -1,
+    sides: str = "both",
+) -> PairSampler | None:
+    """Subword sampling of training pairs (see :class:`SubwordSampler`), or None when `alpha` is
+    0 (off: the training data keeps its best segmentation, batch for batch as without sampling).
+
+    Args:
+        src_tok, tgt_tok: the run's SentencePiece tokenizers.
+        alpha: unigram smoothing exponent or BPE-dropout probability; 0: off.
+        nbest_size: unigram: the segmentations sampled from (-1: all).
+        sides: `both`, `src` or `tgt`: which side is sampled.
+    """
+    if sides not in SAMPLING_SIDES:
+        raise ValueError(f"sides={sides!r}; valid choices: {', '.join(SAMPLING_SIDES)}")
+    if alpha == 0:
+        return None
+
+    def sampler(tok: Tokenizer, side: str) -> SubwordSampler | None:
+        if sides not in ("both", side):
+            return None
+        name = f"{side}_subword_sampler_{next(_SAMPLER_IDS)}"
+        return SubwordSampler(tok, alpha, nbest_size, name=name)
+
+    return PairSampler(sampler(src_tok, "src"), sampler(tgt_tok, "tgt"))

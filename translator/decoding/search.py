@@ -8,13 +8,16 @@ assumed. BOS and EOS ids are arguments of :class:`Searcher`.
 Scores:
     score(Y) = sum of the log-probabilities of the output tokens, EOS included.
 
-    Beam search ranks hypotheses by the length-normalised score of GNMT (Wu et al., 2016)::
+    Beam search ranks hypotheses by the length-normalised score of GNMT (Wu et al., 2016) with a
+    word reward (He et al., 2016; Murray & Chiang, 2018)::
 
         lp(Y) = ((5 + |Y|) / 6) ** alpha
-        normalized_score(Y) = score(Y) / lp(Y)
+        normalized_score(Y) = (score(Y) + word_reward * |Y|) / lp(Y)
 
-    where `|Y|` is the number of output tokens including EOS and `alpha` is `length_penalty`
-    (`alpha = 0` gives `lp = 1`: no normalisation).
+    where `|Y|` is the number of output tokens including EOS, `alpha` is `length_penalty`
+    (`alpha = 0` gives `lp = 1`: no normalisation) and `word_reward` (0: none) is a bonus per output
+    token against beam search's preference for short outputs. Both only matter between hypotheses
+    of different lengths: live beams all have the same length at a step.
 
 Lengths (:func:`apply_length_rules`, shared by both loops):
     `max_lengths[b]` is the maximum number of tokens before EOS for sentence `b`: at step
@@ -27,9 +30,12 @@ Beam search (batch `B`, beam `K`, the model runs on `B * K` rows, row `b * K + k
     - of the candidate extensions, an EOS candidate among a sentence's top `K` moves to that
       sentence's finished set (size `K`, kept sorted by normalised score); the top `K` non-EOS
       candidates are the next live beams (so `beam_size=1` is exactly greedy search);
-    - a sentence is done when no live beam can beat its worst kept finished hypothesis: with
-      `alpha > 0` the bound for a live beam is `logprob_sum / lp(max_lengths[b] + 1)` (log-probs
-      only decrease and `lp` is largest at the maximum length); a done sentence is frozen;
+    - a sentence is done when no live beam can beat its worst kept finished hypothesis. A live
+      beam's future numerator is at most `n = logprob_sum + word_reward * l`, with `l` the
+      maximum length `max_lengths[b] + 1` (for a reward > 0; else the shortest future length
+      `t + 2`), since log-probs only decrease; the bound is `n / lp(max_lengths[b] + 1)` when
+      `n < 0` (`lp` is largest at the maximum length) and `n / lp(t + 1)` otherwise; a done
+      sentence is frozen;
     - the loop stops when every sentence is done or the maximum length is reached.
 
 Ties are broken towards the lowest token id (and lowest beam), as `tf.argmax` does in greedy
@@ -64,8 +70,8 @@ class Hypothesis:
 
     tokens: target ids without BOS/EOS.
     score: sum of token log-probabilities (EOS included).
-    normalized_score: `score / lp(len(tokens) + 1)`, the score used for ranking (see the module
-        docstring); when not given it equals `score` (no length normalisation).
+    normalized_score: `(score + word_reward * (len(tokens) + 1)) / lp(len(tokens) + 1)`, the score
+        used for ranking (see the module docstring); when not given it equals `score`.
     """
 
     tokens: list[int]
@@ -234,7 +240,15 @@ class _BeamState(NamedTuple):
 
 
 def beam_loop(
-    model: StepModel, src_ids, max_lengths, min_length, alpha, beam_size: int, bos_id, eos_id
+    model: StepModel,
+    src_ids,
+    max_lengths,
+    min_length,
+    alpha,
+    beam_size: int,
+    bos_id,
+    eos_id,
+    word_reward=0.0,
 ):
     """Batched beam search (see the module docstring for the algorithm).
 
@@ -244,6 +258,7 @@ def beam_loop(
         min_length: scalar int32, EOS is not allowed before this many tokens.
         alpha: scalar float32 length penalty (0: rank by the sum of log-probabilities).
         beam_size: K, a Python int.
+        word_reward: scalar float32 bonus per output token (EOS included) in the ranking score.
 
     Returns:
         The finished set of every sentence, sorted by normalised score (best first):
@@ -261,6 +276,9 @@ def beam_loop(
     memory = _repeat(memory, k)
     row_max = tf.repeat(max_lengths, k)  # [B*K]
     lp_max = length_penalty(max_lengths + 1, alpha)  # [B]
+    word_reward = tf.cast(word_reward, tf.float32)
+    # The longest future length counts for a reward, the shortest for a penalty (bound below).
+    reward_len = tf.cast(max_lengths + 1, tf.float32)  # [B]
     row_offset = tf.range(batch)[:, None] * k  # [B, 1]
     positions = tf.range(limit)[None, None, :]
 
@@ -287,7 +305,8 @@ def beam_loop(
         top_vals, top_idx = tf.math.top_k(cand, k)
         new_fin = tf.logical_and(tf.gather(cand_eos, top_idx, batch_dims=1), top_vals > neg_inf)
         new_logp = tf.where(new_fin, top_vals, neg_inf)
-        new_norm = tf.where(new_fin, top_vals / length_penalty(t + 1, alpha), neg_inf)
+        fin_num = top_vals + word_reward * tf.cast(t + 1, tf.float32)
+        new_norm = tf.where(new_fin, fin_num / length_penalty(t + 1, alpha), neg_inf)
         new_seq = tf.gather(s.alive_seq, top_idx // per_beam, batch_dims=1)
         fin_norm, keep = tf.math.top_k(tf.concat([s.fin_norm, new_norm], 1), k)  # old first on ties
         fin_logp = tf.gather(tf.concat([s.fin_logp, new_logp], 1), keep, batch_dims=1)
@@ -306,7 +325,10 @@ def beam_loop(
         state = tf.nest.map_structure(functools.partial(tf.gather, indices=rows), new_state)
 
         # Done when the best live beam cannot beat the worst kept finished hypothesis.
-        done = tf.logical_or(s.done, alive_vals[:, 0] / lp_max <= fin_norm[:, k - 1])
+        future_len = tf.where(word_reward > 0, reward_len, tf.cast(t + 2, tf.float32))
+        num = alive_vals[:, 0] + word_reward * future_len
+        bound = tf.where(num < 0, num / lp_max, num / length_penalty(t + 1, alpha))
+        done = tf.logical_or(s.done, bound <= fin_norm[:, k - 1])
         alive_logp = tf.where(done[:, None], neg_inf, alive_vals)
         return (
             _BeamState(
@@ -373,15 +395,27 @@ class Searcher:
 
     def _beam_function(self, beam_size: int) -> Callable:
         if beam_size not in self._beams:
-            self._beams[beam_size] = tf.function(
-                functools.partial(
-                    beam_loop,
+
+            def search(src_ids, max_lengths, min_length, alpha, word_reward):
+                return beam_loop(
                     self.model,
-                    beam_size=beam_size,
-                    bos_id=self.bos_id,
-                    eos_id=self.eos_id,
-                ),
-                input_signature=[*_SIGNATURE, tf.TensorSpec([], tf.float32)],
+                    src_ids,
+                    max_lengths,
+                    min_length,
+                    alpha,
+                    beam_size,
+                    self.bos_id,
+                    self.eos_id,
+                    word_reward=word_reward,
+                )
+
+            self._beams[beam_size] = tf.function(
+                search,
+                input_signature=[
+                    *_SIGNATURE,
+                    tf.TensorSpec([], tf.float32),  # alpha
+                    tf.TensorSpec([], tf.float32),  # word_reward
+                ],
                 reduce_retracing=True,
             )
         return self._beams[beam_size]
@@ -421,6 +455,7 @@ class Searcher:
         n_best: int = 1,
         length_penalty: float = 0.0,
         min_length: int = 0,
+        word_reward: float = 0.0,
     ) -> list[list[Hypothesis]]:
         """Beam-search a padded batch (always the beam loop, also for `beam_size=1`).
 
@@ -431,12 +466,13 @@ class Searcher:
             n_best: hypotheses returned per sentence (at most `beam_size`).
             length_penalty: alpha of the GNMT length penalty (0: none).
             min_length: EOS is forbidden before this many tokens.
+            word_reward: bonus per output token in the ranking score (0: none).
 
         Returns:
             Per row, `n_best` distinct hypotheses sorted by normalised score, best first (fewer
             only when fewer outputs exist, e.g. `max_lengths[b] == 0` allows only the empty one).
         """
-        _check_options(beam_size, n_best, length_penalty, min_length)
+        _check_options(beam_size, n_best, length_penalty, min_length, word_reward)
         if src_ids.shape[0] == 0:
             return []
         fn = self._beam_function(int(beam_size))
@@ -445,6 +481,7 @@ class Searcher:
             tf.constant(max_lengths, tf.int32),
             tf.constant(min_length, tf.int32),
             tf.constant(length_penalty, tf.float32),
+            tf.constant(word_reward, tf.float32),
         )
         seq, lengths, scores, norm = seq.numpy(), lengths.numpy(), scores.numpy(), norm.numpy()
         out = []
@@ -470,13 +507,14 @@ class Searcher:
         n_best: int = 1,
         length_penalty: float = 0.0,
         min_length: int = 0,
+        word_reward: float = 0.0,
     ) -> list[list[Hypothesis]]:
         """Decode a padded batch: greedy for `beam_size == 1`, else beam search.
 
         Arguments and result as in :meth:`beam`. With greedy search, `normalized_score` is still
-        `score / lp(len(tokens) + 1)` for the given `length_penalty`.
+        computed with the given `length_penalty` and `word_reward` (neither changes greedy output).
         """
-        _check_options(beam_size, n_best, length_penalty, min_length)
+        _check_options(beam_size, n_best, length_penalty, min_length, word_reward)
         if beam_size > 1:
             return self.beam(
                 src_ids,
@@ -485,9 +523,10 @@ class Searcher:
                 n_best=n_best,
                 length_penalty=length_penalty,
                 min_length=min_length,
+                word_reward=word_reward,
             )
         hyps = self.greedy(src_ids, max_lengths, min_length=min_length)
-        return [[_normalized(h, length_penalty)] for h in hyps]
+        return [[_normalized(h, length_penalty, word_reward)] for h in hyps]
 
     def _strip(self, row: np.ndarray) -> list[int]:
         """Greedy output row -> tokens before the first EOS."""
@@ -500,16 +539,21 @@ class Searcher:
         return out
 
 
-def _check_options(beam_size: int, n_best: int, length_penalty: float, min_length: int) -> None:
+def _check_options(
+    beam_size: int, n_best: int, length_penalty: float, min_length: int, word_reward: float = 0.0
+) -> None:
     """The decoding options are checked by `DecodeConfig`, wherever they come from."""
     DecodeConfig(
         beam_size=beam_size,
         n_best=n_best,
         length_penalty=length_penalty,
         min_output_length=min_length,
+        word_reward=word_reward,
     )
 
 
-def _normalized(h: Hypothesis, alpha: float) -> Hypothesis:
-    """`h` with `normalized_score = score / lp(len(tokens) + 1)` (see :func:`length_penalty`)."""
-    return Hypothesis(h.tokens, h.score, h.score / length_penalty(len(h.tokens) + 1, float(alpha)))
+def _normalized(h: Hypothesis, alpha: float, word_reward: float = 0.0) -> Hypothesis:
+    """`h` with `normalized_score = (score + word_reward * n) / lp(n)`, `n = len(tokens) + 1`."""
+    n = len(h.tokens) + 1
+    norm = (h.score + float(word_reward) * n) / length_penalty(n, float(alpha))
+    return Hypothesis(h.tokens, h.score, norm)

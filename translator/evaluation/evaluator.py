@@ -43,6 +43,8 @@ from translator.rundir import RunDir
 class EvalRow:
     """One model on one test set with one decoding setting.
 
+    `model` is the model's name (an ensemble's: its runs' names joined by `+`) and `run_dir` its
+    run directory (an ensemble's joined by `+`; None for a `Translator` given in Python).
     `decode` is the `DecodeConfig` used, as a dict. `scores` maps a metric to `Score.to_dict()`
     (metric, score, signature, text). With two or more models and bootstrap resampling,
     `significance` maps a metric to the mean and 95% confidence interval of the bootstrap
@@ -112,25 +114,35 @@ class EvalRow:
 
 
 def _setting(decode: dict) -> str:
-    return f"beam={decode['beam_size']} lp={decode['length_penalty']:g}"
+    reward = decode.get("word_reward") or 0.0
+    label = f"beam={decode['beam_size']} lp={decode['length_penalty']:g}"
+    return label + (f" wr={reward:g}" if reward else "")
 
 
 # -- runs ------------------------------------------------------------------------------------------
 @dataclass
 class _Run:
     name: str
-    run_dir: RunDir | None
+    run_dir: RunDir | None  # its cache and own test split (an ensemble's: its first member's)
     decode: Any  # translator.config.DecodeConfig
     translator: Any = None
-    digest: str | None = None  # model and tokenizers, for the hypothesis cache
+    digest: str | None = None  # model(s) and tokenizers, for the hypothesis cache
     owned: bool = False  # loaded here (and released when done)
     warmed: set = field(default_factory=set)  # decoding settings already traced
+    members: list[RunDir] = field(default_factory=list)  # two or more: an ensemble
+
+    @property
+    def location(self) -> str | None:
+        """The run directory, or an ensemble's joined by `+`."""
+        return "+".join(str(m.path) for m in self.members) if self.members else None
 
     def get_translator(self):
         if self.translator is None:
             from translator.translate import Translator
 
-            self.translator = Translator.load(self.run_dir)
+            self.translator = Translator.load(
+                self.members if len(self.members) > 1 else self.run_dir
+            )
             self.owned = True
         return self.translator
 
@@ -151,13 +163,19 @@ def model_digest(run: RunDir) -> str:
     return fingerprint(file_digest(run.model_file), tokenizers)
 
 
-def _open_run(run_dir: str | Path | RunDir, name: str) -> _Run:
-    run = RunDir(run_dir).require_trained()
-    return _Run(name, run, run.load_config().decode, digest=model_digest(run))
+def _open_run(run_dirs: list[str | Path | RunDir], name: str) -> _Run:
+    """One run directory, or several: an ensemble (decoded with the first one's settings, as
+    `Translator.load` does; its cache key covers every member's model)."""
+    members = [RunDir(r).require_trained() for r in run_dirs]
+    first = members[0]
+    digests = [model_digest(m) for m in members]
+    digest = digests[0] if len(digests) == 1 else fingerprint("ensemble", digests)
+    return _Run(name, first, first.load_config().decode, digest=digest, members=members)
 
 
 def _resolve_runs(runs: Iterable[Any]) -> list[_Run]:
-    """Run directories, or (name, Translator) pairs; names made unique."""
+    """Run directories, lists of run directories (ensembles, named `A+B`), or (name,
+    Translator) pairs; names made unique."""
     if isinstance(runs, (str, Path, RunDir)):
         runs = [runs]
     out: list[_Run] = []
@@ -165,14 +183,21 @@ def _resolve_runs(runs: Iterable[Any]) -> list[_Run]:
     for i, item in enumerate(runs):
         if isinstance(item, (str, Path, RunDir)):
             name = RunDir(item).name or f"model{i + 1}"
-            run = _open_run(item, name)
+            run = _open_run([item], name)
         elif isinstance(item, tuple) and len(item) == 2 and hasattr(item[1], "translate"):
             run = _Run(str(item[0]), None, item[1].decode, translator=item[1])
+        elif (
+            isinstance(item, list | tuple)
+            and item
+            and all(isinstance(m, (str, Path, RunDir)) for m in item)
+        ):
+            run = _open_run(list(item), "+".join(RunDir(m).name for m in item))
         elif hasattr(item, "translate"):
             run = _Run(f"model{i + 1}", None, item.decode, translator=item)
         else:
             raise ValueError(
-                f"runs[{i}]: expected a run directory or a (name, Translator) pair, got {item!r}"
+                f"runs[{i}]: expected a run directory, a list of them (an ensemble) or a "
+                f"(name, Translator) pair, got {item!r}"
             )
         seen[run.name] = seen.get(run.name, 0) + 1
         if seen[run.name] > 1:
@@ -218,8 +243,10 @@ def evaluate(
     """Translate and score test sets with one or more trained runs.
 
     Args:
-        runs: run directories (paths or `RunDir`s, named by their directory name), or (name,
-            Translator) pairs. The first is the baseline of the significance tests.
+        runs: run directories (paths or `RunDir`s, named by their directory name), lists of run
+            directories (an ensemble: one system, named `A+B`, decoded with the mean of its
+            models' log-probabilities; see `Translator.load`), or (name, Translator) pairs. The
+            first is the baseline of the significance tests.
         test_sets: mapping name -> a TSV path, `"SRC_FILE,REF_FILE"`, or a list of (source,
             reference) pairs; or a list of `NAME=FILE` specs. None: each run's own test split
             (`RUN_DIR/data/test.tsv`, named `test`).
@@ -231,8 +258,9 @@ def evaluate(
         seed: seed of the resampling (a positive integer; None: unseeded).
         output_dir: if given, write results.json, results.csv, per-row hypotheses, sentence
             scores and BLEU-by-length plots there (see `write_results`).
-        cache: reuse and store hypotheses in `RUN_DIR/eval/cache/`, keyed by the model and
-            tokenizer files, the test sources and the decoding settings.
+        cache: reuse and store hypotheses in `RUN_DIR/eval/cache/` (an ensemble's first run's),
+            keyed by the model (every member's) and tokenizer files, the test sources and the
+            decoding settings.
         log: optional callable receiving progress messages.
 
     Returns:
@@ -279,6 +307,7 @@ def _translate(run: _Run, test: TestSet, decode: dict) -> tuple[list[str], float
     """Hypotheses of the test sources and the seconds decoding took (tracing excluded)."""
     translator = run.get_translator()
     options = {k: decode[k] for k in ("beam_size", "length_penalty", "batch_size")}
+    options["word_reward"] = decode.get("word_reward", 0.0)
     warm_key = (decode["beam_size"], decode["length_penalty"])
     if warm_key not in run.warmed:
         # Trace the compiled search once so that sentences/s measures decoding, not tracing.
@@ -327,7 +356,7 @@ def _evaluate_one(
     sys_len, ref_len = bleu_lengths(hyps, refs)
     return EvalRow(
         model=run.name,
-        run_dir=str(run.run_dir.path) if run.run_dir is not None else None,
+        run_dir=run.location,
         test_set=test.name,
         test_data=test.origin,
         test_digest=test.digest,

@@ -14,11 +14,77 @@ bidirectional).
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import keras
+from keras import ops
 
 from translator.layers import STATES_PER_CELL
 from translator.layers.bidirectional import BidirectionalRNN, check_merge_mode
 from translator.layers.elman import ElmanRNN, is_identity
+
+KERNEL_INITIALIZERS = ("glorot_uniform", "glorot_uniform_per_gate")
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class GlorotUniformPerGate(keras.initializers.Initializer):
+    """Glorot (Xavier) uniform for a kernel `[fan_in, gates * units]` that holds `gates` matrices
+    side by side: `U(-a, a)` with `a = sqrt(6 / (fan_in + units))`, the limit of one gate's
+    `[fan_in, units]` block (JoeyNMT's `xavier_uniform_n_`). Keras' `glorot_uniform` uses the
+    whole kernel's fan-out, `a = sqrt(6 / (fan_in + gates * units))`.
+
+    Args:
+        gates: matrices in the kernel (LSTM 4, GRU 3, Elman 1).
+        seed: optional seed.
+    """
+
+    def __init__(self, gates: int = 4, seed: int | None = None) -> None:
+        self.gates = int(gates)
+        self.seed = seed
+
+    def __call__(self, shape: tuple, dtype: Any = None) -> Any:
+        fan_in, fan_out = shape[0], shape[-1] // self.gates
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        uniform = keras.initializers.RandomUniform(-limit, limit, seed=self.seed)
+        return uniform(shape, dtype=dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"gates": self.gates, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class ForgetGateBias(keras.initializers.Initializer):
+    """An LSTM bias `[4 * units]` (gates i, f, c, o, Keras' order): `value` for the forget gate,
+    0 elsewhere. `ForgetGateBias(1.0)` equals Keras' `unit_forget_bias=True`.
+
+    Args:
+        value: the forget-gate bias.
+    """
+
+    def __init__(self, value: float = 1.0) -> None:
+        self.value = float(value)
+
+    def __call__(self, shape: tuple, dtype: Any = None) -> Any:
+        units = shape[0] // 4
+        return ops.concatenate(
+            [
+                ops.zeros((units,), dtype=dtype),
+                ops.full((units,), self.value, dtype=dtype),
+                ops.zeros((2 * units,), dtype=dtype),
+            ]
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+
+def _kernel_initializer(name: str, gates: int) -> Any:
+    if name not in KERNEL_INITIALIZERS:
+        raise ValueError(
+            f"unknown kernel_initializer {name!r}; valid choices: {', '.join(KERNEL_INITIALIZERS)}"
+        )
+    return name if name == "glorot_uniform" else GlorotUniformPerGate(gates)
 
 
 def make_rnn_layer(
@@ -27,6 +93,9 @@ def make_rnn_layer(
     *,
     activation: str = "tanh",
     recurrent_initializer: str = "orthogonal",
+    kernel_initializer: str = "glorot_uniform",
+    forget_bias: float = 1.0,
+    recurrent_dropout: float = 0.0,
     bidirectional: bool = False,
     merge: str = "concat",
     seed: int | None = None,
@@ -41,7 +110,17 @@ def make_rnn_layer(
         activation: `"tanh"` or `"relu"` for the Elman cell. GRU and LSTM always use tanh
             (and sigmoid gates); any other value raises `ValueError` for them.
         recurrent_initializer: initializer of the recurrent kernel, for every kind. `"identity"`
-            (`W_hh = I`, zero bias, the IRNN initialization) is only valid for `"rnn"`.
+            (`W_hh = I`, zero bias, the IRNN initialization) is only valid for `"rnn"`;
+            `"glorot_uniform_per_gate"` is :class:`GlorotUniformPerGate` (JoeyNMT's default).
+        kernel_initializer: initializer of the input kernel `[features, gates * units]`:
+            `"glorot_uniform"` (Keras' default, fans of the whole kernel) or
+            `"glorot_uniform_per_gate"` (:class:`GlorotUniformPerGate`, fans of one gate's block,
+            as JoeyNMT's `xavier_uniform_n_`).
+        forget_bias: initial LSTM forget-gate bias (`1.0` is Keras' `unit_forget_bias=True`;
+            JoeyNMT's two PyTorch biases of 1 add up to 2). Ignored by the other kinds.
+        recurrent_dropout: rate of Keras' recurrent dropout (one mask on `h_{t-1}` per sequence,
+            during training only). With it Keras runs GRU/LSTM with four (three) separate gate
+            products per step (`implementation=1`) and never uses cuDNN.
         bidirectional: wrap the layer in :class:`BidirectionalRNN`.
         merge: `"concat"`, `"sum"` or `"ave"`: how the two directions are merged.
         seed: dropout seed passed to the layer.
@@ -65,11 +144,16 @@ def make_rnn_layer(
     if bidirectional:
         check_merge_mode(merge)
     inner_name = f"forward_{name}" if (bidirectional and name) else name
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[kind]
+    if recurrent_initializer == "glorot_uniform_per_gate":
+        recurrent_initializer = GlorotUniformPerGate(gates)
     if kind == "rnn":
         layer: keras.layers.Layer = ElmanRNN(
             units,
             activation=activation,
             recurrent_initializer=recurrent_initializer,
+            kernel_initializer=_kernel_initializer(kernel_initializer, gates),
+            recurrent_dropout=recurrent_dropout,
             return_sequences=True,
             return_state=True,
             seed=seed,
@@ -87,10 +171,17 @@ def make_rnn_layer(
                 f"(kind='rnn'); {kind} uses tanh"
             )
         layer_cls = keras.layers.LSTM if kind == "lstm" else keras.layers.GRU
-        extra = {} if kind == "lstm" else {"reset_after": False}
+        extra: dict = {"reset_after": False}
+        if kind == "lstm":
+            extra = {}
+            if forget_bias != 1.0:
+                extra = {"unit_forget_bias": False, "bias_initializer": ForgetGateBias(forget_bias)}
+        if recurrent_dropout:
+            extra["recurrent_dropout"] = recurrent_dropout
         layer = layer_cls(
             units,
             recurrent_initializer=recurrent_initializer,
+            kernel_initializer=_kernel_initializer(kernel_initializer, gates),
             return_sequences=True,
             return_state=True,
             seed=seed,

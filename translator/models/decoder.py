@@ -28,10 +28,25 @@ from translator.layers.rnn import make_rnn_layer
 from translator.models.encoder import EncoderOutput
 
 
-def make_decoder_layers(config: DecoderConfig, seed: int | None = None) -> list[keras.layers.Layer]:
-    """The recurrent layers `decoder_0 ... decoder_{n-1}` of `config`."""
+def make_decoder_layers(
+    config: DecoderConfig,
+    seed: int | None = None,
+    kernel_initializer: str = "glorot_uniform",
+    forget_bias: float = 1.0,
+) -> list[keras.layers.Layer]:
+    """The recurrent layers `decoder_0 ... decoder_{n-1}` of `config` (`kernel_initializer` and
+    `forget_bias` as in :func:`~translator.models.encoder.make_encoder_layers`)."""
     return [
-        make_rnn_layer(config.cell, config.units, seed=seed, name=f"decoder_{i}")
+        make_rnn_layer(
+            config.cell,
+            config.units,
+            recurrent_initializer=config.recurrent_initializer,
+            kernel_initializer=kernel_initializer,
+            forget_bias=forget_bias,
+            recurrent_dropout=config.recurrent_dropout,
+            seed=seed,
+            name=f"decoder_{i}",
+        )
         for i in range(config.num_layers)
     ]
 
@@ -158,9 +173,21 @@ class Decoder:
             out, new_states, w = self.step(y_t, list(states), encoder, training=training)
             return ((out, w) if weights else out), new_states
 
-        _, outputs, _ = backend_rnn(
-            step, y, list(encoder.states), mask=mask, zero_output_for_mask=True
-        )
+        # The cells draw their recurrent dropout masks here, once per sequence, outside the loop
+        # (as `keras.layers.RNN.call` does before its own loop), and forget them afterwards.
+        n = self.n_states
+        cells = [layer.cell for layer in self.layers if layer.cell.recurrent_dropout]
+        if training:
+            for i, layer in enumerate(self.layers):
+                if layer.cell.recurrent_dropout:
+                    layer.cell.get_recurrent_dropout_mask(encoder.states[i * n])
+        try:
+            _, outputs, _ = backend_rnn(
+                step, y, list(encoder.states), mask=mask, zero_output_for_mask=True
+            )
+        finally:
+            for cell in cells:
+                cell.reset_recurrent_dropout_mask()
         return outputs
 
     def sequence(self, y, mask, encoder: EncoderOutput, training: bool = False):

@@ -34,14 +34,24 @@ class EncoderOutput(NamedTuple):
     keys: Any = ()
 
 
-def make_encoder_layers(config: EncoderConfig, seed: int | None = None) -> list[keras.layers.Layer]:
-    """The recurrent layers `encoder_0 ... encoder_{n-1}` of `config` (see `make_rnn_layer`)."""
+def make_encoder_layers(
+    config: EncoderConfig,
+    seed: int | None = None,
+    kernel_initializer: str = "glorot_uniform",
+    forget_bias: float = 1.0,
+) -> list[keras.layers.Layer]:
+    """The recurrent layers `encoder_0 ... encoder_{n-1}` of `config` (see `make_rnn_layer`;
+    `kernel_initializer` and `forget_bias` are the model-wide `model.rnn_kernel_initializer` and
+    `model.forget_bias`)."""
     return [
         make_rnn_layer(
             config.cell,
             config.units,
             activation=config.activation,
             recurrent_initializer=config.recurrent_initializer,
+            kernel_initializer=kernel_initializer,
+            forget_bias=forget_bias,
+            recurrent_dropout=config.recurrent_dropout,
             bidirectional=config.bidirectional,
             merge=config.merge,
             seed=seed,

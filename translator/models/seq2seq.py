@@ -18,9 +18,10 @@ import dataclasses
 import keras
 from keras import ops
 
-from translator.config import ModelConfig, model_config_from_dict
+from translator.config import ConfigError, ModelConfig, model_config_from_dict
 from translator.data.tokenizers import PAD_ID
 from translator.layers.bridge import Bridge
+from translator.layers.embedding import TiedOutputProjection, embedding_initializer, word_dropout
 from translator.models.decoder import Decoder, make_attention_layers, make_decoder_layers
 from translator.models.encoder import Encoder, EncoderOutput, make_encoder_layers
 from translator.models.losses import MaskedAccuracy, MaskedCrossEntropy, Perplexity
@@ -63,20 +64,50 @@ class Seq2Seq(keras.Model):
         self.config = cfg = model_config
         self.seed = seed
         emb = cfg.embedding_dim
-        # The layers, in the order and under the names of every saved model.
-        self.src_embedding = keras.layers.Embedding(self.src_vocab_size, emb, name="src_embedding")
-        self.tgt_embedding = keras.layers.Embedding(self.tgt_vocab_size, emb, name="tgt_embedding")
+        if cfg.tied_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError(
+                f"model.tied_embeddings: source and target share one embedding matrix, so they "
+                f"need one vocabulary; got src_vocab_size {self.src_vocab_size} and "
+                f"tgt_vocab_size {self.tgt_vocab_size} (set tokenizer.joint_vocab: true, or "
+                f"model.tied_embeddings: false)"
+            )
+        init = embedding_initializer(cfg.embedding_initializer, cfg.embedding_init_scale)
+        rnn_init = {
+            "kernel_initializer": cfg.rnn_kernel_initializer,
+            "forget_bias": cfg.forget_bias,
+        }
+        # The layers, in the order and under the names of every saved model. With tied
+        # embeddings `tgt_embedding` is `src_embedding` (saved once, under `src_embedding`).
+        self.src_embedding = keras.layers.Embedding(
+            self.src_vocab_size, emb, embeddings_initializer=init, name="src_embedding"
+        )
+        self.tgt_embedding = (
+            self.src_embedding
+            if cfg.tied_embeddings
+            else keras.layers.Embedding(
+                self.tgt_vocab_size, emb, embeddings_initializer=init, name="tgt_embedding"
+            )
+        )
         self.embedding_dropout = keras.layers.Dropout(cfg.embedding_dropout, seed=seed)
-        self.encoder_layers = make_encoder_layers(cfg.encoder, seed)
+        self.src_word_dropout = word_dropout(cfg.src_word_dropout, seed=seed)
+        self.tgt_word_dropout = word_dropout(cfg.tgt_word_dropout, seed=seed)
+        self.encoder_layers = make_encoder_layers(cfg.encoder, seed, **rnn_init)
         self.encoder_dropout = keras.layers.Dropout(cfg.encoder.dropout, seed=seed)
         dec = cfg.decoder
         self.bridge = Bridge(
             cfg.init_hidden, cfg.encoder.cell, dec.cell, dec.num_layers, dec.units, name="bridge"
         )
-        self.decoder_layers = make_decoder_layers(dec, seed)
+        self.decoder_layers = make_decoder_layers(dec, seed, **rnn_init)
         self.decoder_dropout = keras.layers.Dropout(dec.dropout, seed=seed)
         self.output_dropout = keras.layers.Dropout(cfg.output_dropout, seed=seed)
-        self.output_projection = keras.layers.Dense(self.tgt_vocab_size, name="output_projection")
+        if cfg.tied_softmax:
+            self.output_projection = TiedOutputProjection(
+                self.tgt_vocab_size, name="output_projection"
+            )
+        else:
+            self.output_projection = keras.layers.Dense(
+                self.tgt_vocab_size, name="output_projection"
+            )
         self.attention, self.attention_vector = make_attention_layers(dec)
         # The computation over those layers.
         self.encoder = Encoder(cfg.encoder, self.encoder_layers, self.encoder_dropout)
@@ -97,12 +128,17 @@ class Seq2Seq(keras.Model):
     def encode(self, src_ids, training: bool = False) -> EncoderOutput:
         """Encode right-padded source ids [B, S] into outputs, mask and decoder initial states."""
         mask = ops.not_equal(src_ids, PAD_ID)
-        x = self.embedding_dropout(self.src_embedding(src_ids), training=training)
+        x = self.src_word_dropout(self.src_embedding(src_ids), training=training)
+        x = self.embedding_dropout(x, training=training)
         outputs, final_states = self.encoder(x, mask, training=training)
         return self.decoder.start(outputs, mask, self.bridge(final_states))
 
     def _logits(self, y, training: bool):
-        return self.output_projection(self.output_dropout(y, training=training))
+        """Logits [..., V] of decoder outputs y [..., units]."""
+        y = self.output_dropout(y, training=training)
+        if self.config.tied_softmax:
+            return self.output_projection(y, self.tgt_embedding.embeddings)
+        return self.output_projection(y)
 
     def decode_step(self, tokens, states: list, encoder: EncoderOutput, training: bool = False):
         """One decoder step.
@@ -130,7 +166,8 @@ class Seq2Seq(keras.Model):
     def decode_sequence(self, tgt_in_ids, encoder: EncoderOutput, training: bool = False):
         """Teacher-forced decoding of `tgt_in_ids` [B, T]; returns logits [B, T, V]."""
         mask = ops.not_equal(tgt_in_ids, PAD_ID)
-        y = self.embedding_dropout(self.tgt_embedding(tgt_in_ids), training=training)
+        y = self.tgt_word_dropout(self.tgt_embedding(tgt_in_ids), training=training)
+        y = self.embedding_dropout(y, training=training)
         return self._logits(self.decoder.sequence(y, mask, encoder, training), training)
 
     def attention_weights(self, src_ids, tgt_in_ids):

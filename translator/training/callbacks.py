@@ -8,7 +8,7 @@ and the checkpoint, the state and `metrics.csv` are written after each epoch, at
 order, so a kill leaves a run that resumes at a whole epoch.
 
 The callbacks run in the order `train` passes them; each reads what the earlier ones put in the
-epoch's `logs` (throughput -> validation BLEU -> best model -> checkpoint).
+epoch's `logs` (throughput -> validation BLEU -> checkpoint average -> best model -> checkpoint).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -23,10 +24,18 @@ from pathlib import Path
 
 import keras
 
-from translator.evaluation.metrics import bleu
-from translator.io import atomic_write_text
+from translator.evaluation.metrics import bleu, bleu_lengths
+from translator.io import atomic_path, atomic_write_text
 from translator.models.saving import save_model
 from translator.plots import plot_learning_curves
+from translator.training.averaging import (
+    average_checkpoints,
+    epoch_weights,
+    epoch_weights_path,
+    epochs_to_keep,
+    save_weights,
+    spare_model,
+)
 from translator.training.state import METRIC_COLUMNS, TrainState
 
 
@@ -70,23 +79,30 @@ class Throughput(keras.callbacks.Callback):
 
 
 class ValidationBLEU(keras.callbacks.Callback):
-    """Greedy-decodes the validation sources after each epoch; puts `val_bleu` into the logs.
+    """Decodes the validation sources after each epoch (greedy, or beam search with
+    `beam_size > 1` and the translator's other decoding settings); puts `val_bleu` and
+    `val_length_ratio` (hypothesis over reference length, BLEU's tokens) into the logs.
 
     Args:
         translator: a `Translator` over the model being trained.
         sources, references: the validation pairs' two sides.
+        beam_size: `train.valid_beam_size`.
     """
 
-    def __init__(self, translator, sources: Sequence[str], references: Sequence[str]):
+    def __init__(
+        self, translator, sources: Sequence[str], references: Sequence[str], beam_size: int = 1
+    ):
         super().__init__()
-        self.translator = translator
+        self.translator, self.beam_size = translator, int(beam_size)
         self.sources, self.references = list(sources), list(references)
 
     def on_epoch_end(self, epoch, logs=None):
         with warnings.catch_warnings():  # empty outputs are expected early in training
             warnings.simplefilter("ignore", UserWarning)
-            hyps = self.translator.translate(self.sources, beam_size=1)
+            hyps = self.translator.translate(self.sources, beam_size=self.beam_size)
         logs["val_bleu"] = bleu(hyps, self.references)
+        sys_len, ref_len = bleu_lengths(hyps, self.references)
+        logs["val_length_ratio"] = round(sys_len / max(ref_len, 1), 4)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -118,20 +134,106 @@ class TimeBudget(keras.callbacks.Callback):
         self.t_start = time.time()
 
 
-class BestModel(keras.callbacks.Callback):
-    """Saves the model with the best `val_bleu` to `path`; stops after `patience` epochs without a
-    gain (the count is kept in the state, so it survives a restart)."""
+class CheckpointAverage(keras.callbacks.Callback):
+    """Checkpoint averaging (`train.average_checkpoints: n`).
 
-    def __init__(self, state: TrainState, path: Path, patience: int):
+    After each epoch: its model weights (no optimizer state) go to `epoch-NNNN.weights.h5` in
+    `directory`, atomically; of the kept files, the last `n` epochs' and the `n` best by
+    `val_bleu` stay and the others are deleted. Once the last `n` epochs are all kept, their
+    element-wise mean is loaded into a second instance of the model (`spare`; the weights being
+    trained are not touched) and its validation BLEU, decoded as `validation` decodes, goes into
+    the logs as `val_bleu_avg`, for :class:`BestModel` to compare. The kept files are the state:
+    a resumed run finds them (and their BLEU in the state's history) and averages the same files.
+
+    Args:
+        state: the training state (its history holds the kept epochs' `val_bleu`).
+        directory: where the epoch files are written (the run's `checkpoints/`).
+        n: how many epochs are averaged (and kept).
+        validation: the run's :class:`ValidationBLEU` (the pairs and decoding of the score).
+        read_from: where a resumed run's kept files are (default `directory`; a multi-worker
+            worker other than the chief copies the chief's into its scratch `directory`).
+    """
+
+    def __init__(
+        self,
+        state: TrainState,
+        directory: Path,
+        n: int,
+        validation: ValidationBLEU,
+        read_from: Path | None = None,
+    ):
         super().__init__()
-        self.state, self.path, self.patience = state, path, patience
+        if n < 2:
+            raise ValueError(f"checkpoint averaging needs at least 2 epochs, got {n}")
+        self.state, self.directory, self.n, self.validation = state, Path(directory), n, validation
+        self.read_from = Path(read_from) if read_from is not None else self.directory
+        self.spare: keras.Model | None = None
+        self.spare_translator = None
+        self.kept: dict[int, float | None] = {}  # epoch -> its val_bleu
+        self.averaged_epochs: list[int] = []  # what `spare` holds after this epoch, if averaged
+
+    def on_train_begin(self, logs=None):
+        from translator.translate import Translator
+
+        self.spare = spare_model(self.model)
+        t = self.validation.translator
+        self.spare_translator = Translator(self.spare, t.src_tokenizer, t.tgt_tokenizer, t.decode)
+        scores = {int(row["epoch"]): row.get("val_bleu") for row in self.state.history}
+        self.kept = {}
+        for epoch, path in epoch_weights(self.read_from).items():
+            if epoch > self.state.epoch or epoch not in scores:
+                # Written by an epoch that the resumed checkpoint does not include: it is redone.
+                if path.parent == self.directory:
+                    path.unlink(missing_ok=True)
+                continue
+            if self.read_from != self.directory:
+                with atomic_path(epoch_weights_path(self.directory, epoch)) as tmp:
+                    shutil.copyfile(path, tmp)
+            self.kept[epoch] = scores[epoch]
 
     def on_epoch_end(self, epoch, logs=None):
-        val_bleu = logs["val_bleu"]
+        done = epoch + 1
+        self.spare.set_weights(self.model.get_weights())
+        save_weights(self.spare, epoch_weights_path(self.directory, done))
+        self.kept[done] = logs["val_bleu"]
+        for old in sorted(set(self.kept) - epochs_to_keep(self.kept, self.n)):
+            epoch_weights_path(self.directory, old).unlink(missing_ok=True)
+            del self.kept[old]
+        last = list(range(done - self.n + 1, done + 1))
+        self.averaged_epochs = []
+        if last[0] >= 1 and all(e in self.kept for e in last):
+            average_checkpoints(self.spare, [epoch_weights_path(self.directory, e) for e in last])
+            v = self.validation
+            with warnings.catch_warnings():  # decoded as ValidationBLEU decodes
+                warnings.simplefilter("ignore", UserWarning)
+                hyps = self.spare_translator.translate(v.sources, beam_size=v.beam_size)
+            logs["val_bleu_avg"] = bleu(hyps, v.references)
+            self.averaged_epochs = last
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the model with the best validation BLEU to `path`: the epoch's model (`val_bleu`)
+    or, with `average`, the average of the last checkpoints when its `val_bleu_avg` is higher
+    still (the state's `best_averaged` says which); stops after `patience` epochs without a gain
+    of either (the count is kept in the state, so it survives a restart)."""
+
+    def __init__(
+        self,
+        state: TrainState,
+        path: Path,
+        patience: int,
+        average: CheckpointAverage | None = None,
+    ):
+        super().__init__()
+        self.state, self.path, self.patience, self.average = state, path, patience, average
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_bleu, averaged = logs["val_bleu"], logs.get("val_bleu_avg")
+        if averaged is not None and averaged > max(val_bleu, self.state.best_bleu):
+            self._new_best(epoch, averaged, self.average.spare, len(self.average.averaged_epochs))
+            return
         if val_bleu > self.state.best_bleu:
-            self.state.best_bleu, self.state.best_epoch = val_bleu, epoch + 1
-            self.state.bad_epochs = 0
-            save_model(self.model, self.path)
+            self._new_best(epoch, val_bleu, self.model, 0)
             return
         self.state.bad_epochs += 1
         if self.state.bad_epochs >= self.patience:
@@ -139,6 +241,39 @@ class BestModel(keras.callbacks.Callback):
                 f"early stopping: no validation BLEU gain for {self.patience} epochs"
             )
             self.model.stop_training = True
+
+    def _new_best(self, epoch: int, score: float, model: keras.Model, averaged: int) -> None:
+        self.state.best_bleu, self.state.best_epoch = score, epoch + 1
+        self.state.best_averaged, self.state.bad_epochs = averaged, 0
+        save_model(model, self.path)
+
+
+def describe_best(state: TrainState) -> str:
+    """`best 12.34 at epoch 7`, with `(the average of epochs 5-7)` when the best is an average."""
+    text = f"best {state.best_bleu:.2f} at epoch {state.best_epoch}"
+    if state.best_averaged:
+        first = state.best_epoch - state.best_averaged + 1
+        text += f" (the average of epochs {first}-{state.best_epoch})"
+    return text
+
+
+def add_checkpoint_average(
+    callbacks: list[keras.callbacks.Callback],
+    state: TrainState,
+    n: int,
+    directory: Path,
+    read_from: Path | None = None,
+) -> CheckpointAverage:
+    """Insert a :class:`CheckpointAverage` of `n` epochs into `callbacks` (in place) just before
+    their :class:`BestModel`, which then compares the average too; it scores the average as
+    their :class:`ValidationBLEU` scores the epoch. Returns the new callback."""
+    validation = next(c for c in callbacks if isinstance(c, ValidationBLEU))
+    best = next(c for c in callbacks if isinstance(c, BestModel))
+    if callbacks.index(validation) > callbacks.index(best):
+        raise ValueError("ValidationBLEU must come before BestModel")
+    best.average = CheckpointAverage(state, directory, n, validation, read_from)
+    callbacks.insert(callbacks.index(best), best.average)
+    return best.average
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -166,9 +301,12 @@ class Checkpoint(keras.callbacks.Callback):
         save_model(self.model, run.last_checkpoint)
         self.state.save(run.train_state)
         write_metrics(run.logs, self.state.history)
+        averaged = row.get("val_bleu_avg")
+        averaged = "" if averaged is None else f", val_bleu_avg {averaged:.2f}"
         print(
-            f"epoch {epoch + 1}: val_bleu {row['val_bleu']:.2f} (best {self.state.best_bleu:.2f} "
-            f"at epoch {self.state.best_epoch}), {row['train_tokens_per_s']:.0f} target tokens/s, "
+            f"epoch {epoch + 1}: val_bleu {row['val_bleu']:.2f}{averaged} "
+            f"(length ratio {row['val_length_ratio']:.2f}; {describe_best(self.state)}), "
+            f"{row['train_tokens_per_s']:.0f} target tokens/s, "
             f"elapsed {row['elapsed_seconds'] / 60:.1f} min",
             flush=True,
         )

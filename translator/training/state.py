@@ -20,9 +20,12 @@ METRIC_COLUMNS = [
     "val_accuracy",
     "val_perplexity",
     "val_bleu",
+    "val_length_ratio",
+    "val_bleu_avg",  # the average of the last checkpoints (train.average_checkpoints), else empty
     "epoch_seconds",
     "elapsed_seconds",
     "train_tokens_per_s",
+    "learning_rate",
 ]
 
 
@@ -39,6 +42,9 @@ class TrainState:
     epoch: int = 0
     best_bleu: float = -1.0
     best_epoch: int = 0
+    # With train.average_checkpoints: how many epochs (up to `best_epoch`) the best model averages;
+    # 0: the best model is one epoch's.
+    best_averaged: int = 0
     bad_epochs: int = 0
     elapsed_seconds: float = 0.0
     stop_reason: str | None = None
@@ -46,6 +52,10 @@ class TrainState:
     # The optimizer's step count in the checkpoint this state describes (None in states written
     # before it was recorded): pairs a state with its checkpoint after a crash between writes.
     optimizer_steps: int | None = None
+    # The learning-rate schedule's counters (translator/training/schedule.py).
+    lr_scale: float = 1.0
+    lr_best: float | None = None
+    lr_bad_epochs: int = 0
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> TrainState | None:

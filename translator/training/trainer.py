@@ -20,7 +20,7 @@ from translator.compat import build_for_distribution
 from translator.config import Config
 from translator.data.batching import BucketedDataset, ExamplesSource
 from translator.data.corpus import Pair
-from translator.data.tokenizers import Tokenizer
+from translator.data.tokenizers import Tokenizer, pair_sampler
 from translator.io import ArtifactError
 from translator.models import build_model, compile_model
 from translator.models.saving import load_model, save_model
@@ -31,6 +31,7 @@ from translator.training.callbacks import (
     Throughput,
     TimeBudget,
     ValidationBLEU,
+    add_checkpoint_average,
 )
 from translator.training.distribute import (
     agree,
@@ -40,6 +41,7 @@ from translator.training.distribute import (
     scaled_learning_rate,
     worker_role,
 )
+from translator.training.schedule import LearningRateSchedule
 from translator.training.state import TrainState
 from translator.translate import Translator
 
@@ -177,8 +179,21 @@ def _train(
     """`train` inside its strategy and dtype policy; `out` is where this process writes."""
     tc = cfg.train
     replicas = strategy.num_replicas_in_sync
+    # Subword sampling (train.sampling_*): the training pairs are segmented afresh each time
+    # they are read; validation keeps the best segmentation.
+    sampler = pair_sampler(
+        src_tok, tgt_tok, tc.sampling_alpha, tc.sampling_nbest_size, tc.sampling_sides
+    )
+    if sampler is not None and verbose:
+        print(f"subword sampling: {sampler.describe()}", flush=True)
     data = BucketedDataset.from_examples(
-        train_examples, tc.batch_tokens, tc.max_batch_size, True, tc.seed, tc.shuffle_buffer
+        train_examples,
+        tc.batch_tokens,
+        tc.max_batch_size,
+        True,
+        tc.seed,
+        tc.shuffle_buffer,
+        resegment=sampler,
     )
     valid_data = BucketedDataset(
         src_tok.encode_batch([p.src for p in valid_pairs]),
@@ -228,11 +243,21 @@ def _train(
     callbacks = [
         Throughput(replicas * data.target_tokens / max(1, data.steps_per_pass())),
         TimeBudget(state, tc.max_minutes, agree=functools.partial(agree, strategy)),
-        ValidationBLEU(translator, [p.src for p in bleu_pairs], [p.tgt for p in bleu_pairs]),
+        ValidationBLEU(
+            translator,
+            [p.src for p in bleu_pairs],
+            [p.tgt for p in bleu_pairs],
+            tc.valid_beam_size,
+        ),
+        LearningRateSchedule(state, scaled_learning_rate(tc, replicas), tc),
         BestModel(state, out.model_file, tc.patience),
         keras.callbacks.TensorBoard(str(out.logs / "tensorboard"), write_graph=False),
         Checkpoint(state, out),
     ]
+    if tc.average_checkpoints:  # a worker other than the chief copies the chief's kept epochs
+        add_checkpoint_average(
+            callbacks, state, tc.average_checkpoints, out.checkpoints, run.checkpoints
+        )
     if state.epoch < tc.epochs:
         # The shuffle seed moves on with the epoch count, so a resumed run continues with new
         # orders instead of replaying the batches the first run started with.
