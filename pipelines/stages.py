@@ -133,13 +133,39 @@ def tokenizer_section(cfg: Config) -> dict:
     return tokenizer
 
 
+# Model options added after runs existed, with the defaults that keep those runs' fingerprints.
+NEW_MODEL_DEFAULTS = {
+    "tied_softmax": False,
+    "tied_embeddings": False,
+    "src_word_dropout": 0.0,
+    "tgt_word_dropout": 0.0,
+    "embedding_initializer": "uniform",
+    "embedding_init_scale": 0.05,
+    "rnn_kernel_initializer": "glorot_uniform",
+    "forget_bias": 1.0,
+}
+NEW_STACK_DEFAULTS = {"recurrent_dropout": 0.0}
+NEW_DECODER_DEFAULTS = {"recurrent_initializer": "orthogonal"}
+
+
+def _drop_defaults(section: dict, defaults: dict) -> None:
+    for key, default in defaults.items():
+        if section.get(key, default) == default:
+            section.pop(key, None)
+
+
 def model_section(cfg: Config) -> dict:
     """The model config as it matters for training: attention options are left out when attention
-    is `none`, so runs made before those options existed keep their fingerprints."""
+    is `none`, and the options added later are left out at their defaults, so runs made before
+    those options existed keep their fingerprints."""
     model = cfg.section("model")
     if model["decoder"].get("attention", "none") == "none":
         for key in ("attention", "attention_score", "input_feeding"):
             model["decoder"].pop(key, None)
+    _drop_defaults(model, NEW_MODEL_DEFAULTS)
+    for stack in ("encoder", "decoder"):
+        _drop_defaults(model[stack], NEW_STACK_DEFAULTS)
+    _drop_defaults(model["decoder"], NEW_DECODER_DEFAULTS)
     return model
 
 

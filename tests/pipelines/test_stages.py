@@ -153,3 +153,42 @@ def test_fingerprints_ignore_attention_keys_of_models_without_attention():
     assert "attention" not in plain["decoder"] and "input_feeding" not in plain["decoder"]
     with_attention = model_section(load_config(TINY, overrides=["model.decoder.attention=luong"]))
     assert with_attention["decoder"]["attention"] == "luong"
+
+
+NEW_KEYS = {  # options added after run directories existed: section -> {key: a non-default value}
+    "model": {"model.tied_embeddings": "true", "model.src_word_dropout": "0.1",
+              "model.embedding_initializer": "normal", "model.forget_bias": "0.0",
+              "model.encoder.recurrent_dropout": "0.1",
+              "model.decoder.recurrent_initializer": "glorot_uniform"},
+    "train": {"train.warmup_steps": "100", "train.lr_decay_factor": "0.5",
+              "train.average_checkpoints": "3", "train.valid_beam_size": "3",
+              "train.sampling_alpha": "0.1"},
+    "decode": {"decode.word_reward": "0.5", "decode.sampling_topk": "5"},
+    "tokenizer": {"tokenizer.joint_vocab": "true"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("section", sorted(NEW_KEYS))
+def test_options_added_later_leave_fingerprints_alone_at_their_defaults(section):
+    """A run directory made before an option existed is not retrained (or re-evaluated) after
+    an upgrade; a non-default value does count."""
+    from translator.pipelines import stages
+
+    of = {
+        "model": stages.model_section,
+        "train": stages.train_section,
+        "decode": stages.decode_section,
+        "tokenizer": stages.tokenizer_section,
+    }[section]
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    default = flat(of(load_config(TINY)), f"{section}.")
+    for key, value in NEW_KEYS[section].items():
+        assert key not in default
+        changed = flat(of(load_config(TINY, overrides=[f"{key}={value}"])), f"{section}.")
+        assert key in changed, key
