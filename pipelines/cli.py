@@ -75,6 +75,7 @@ def cmd_evaluate(args) -> int:
         given = {
             "beam_size": args.beam_size[0] if args.beam_size else None,
             "length_penalty": args.length_penalty,
+            "word_reward": args.word_reward,
             "batch_size": args.batch_size,
         }
         args.set = (args.set or []) + [f"decode.{k}={v}" for k, v in given.items() if v is not None]

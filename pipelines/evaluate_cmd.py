@@ -43,6 +43,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--length-penalty", type=float, help="length penalty alpha (default from the config)"
     )
+    p.add_argument(
+        "--word-reward",
+        type=float,
+        help="beam search's bonus per output token (default from the config)",
+    )
     p.add_argument("--batch-size", type=int, help="sentences per batch (default from the config)")
     p.add_argument(
         "--metrics", default="bleu,chrf,ter", help="comma-separated: bleu, chrf, ter (default: all)"
@@ -108,6 +113,7 @@ def run_evaluate(args) -> int:
         beam_sizes=args.beam_size,
         metrics=args.metrics,
         length_penalty=args.length_penalty,
+        word_reward=args.word_reward,
         batch_size=args.batch_size,
         bootstrap=args.bootstrap,
         seed=args.seed,

@@ -215,14 +215,21 @@ def _own_test_set(run: _Run) -> TestSet:
 
 
 def _decode_settings(
-    run: _Run, beam_size: int | None, length_penalty: float | None, batch_size: int | None
+    run: _Run,
+    beam_size: int | None,
+    length_penalty: float | None,
+    batch_size: int | None,
+    word_reward: float | None = None,
 ) -> dict:
     """The run's decoding settings with the given overrides, one hypothesis per sentence;
     `DecodeConfig` checks them (`ConfigError`, a `ValueError`, naming the option)."""
-    given = {"beam_size": beam_size, "length_penalty": length_penalty, "batch_size": batch_size}
-    settings = dataclasses.replace(
-        run.decode, n_best=1, **{k: v for k, v in given.items() if v is not None}
-    )
+    given = {
+        "beam_size": beam_size,
+        "length_penalty": length_penalty,
+        "batch_size": batch_size,
+        "word_reward": word_reward,
+    }
+    settings = run.decode.with_overrides(n_best=1, **given)
     return dataclasses.asdict(settings)
 
 
@@ -235,6 +242,7 @@ def evaluate(
     length_penalty: float | None = None,
     batch_size: int | None = None,
     bootstrap: int = DEFAULT_BOOTSTRAP,
+    word_reward: float | None = None,
     seed: int | None = DEFAULT_SEED,
     output_dir: str | Path | None = None,
     cache: bool = True,
@@ -252,7 +260,7 @@ def evaluate(
             (`RUN_DIR/data/test.tsv`, named `test`).
         beam_sizes: one row per beam size; None: each run's configured beam size.
         metrics: among `bleu`, `chrf`, `ter`.
-        length_penalty, batch_size: decoding overrides (None: each run's config).
+        length_penalty, batch_size, word_reward: decoding overrides (None: each run's config).
         bootstrap: resamples of sacrebleu's paired bootstrap test of each model against the
             first, per test set and decoding setting (0: no test; needs two or more models).
         seed: seed of the resampling (a positive integer; None: unseeded).
@@ -284,7 +292,9 @@ def evaluate(
     shared = load_test_sets(test_sets) if test_sets else None
     tests = {id(run): list(shared.values()) if shared else [_own_test_set(run)] for run in resolved}
     settings = {
-        id(run): [_decode_settings(run, b, length_penalty, batch_size) for b in beams]
+        id(run): [
+            _decode_settings(run, b, length_penalty, batch_size, word_reward) for b in beams
+        ]
         for run in resolved
     }
 
