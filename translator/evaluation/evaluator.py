@@ -292,9 +292,7 @@ def evaluate(
     shared = load_test_sets(test_sets) if test_sets else None
     tests = {id(run): list(shared.values()) if shared else [_own_test_set(run)] for run in resolved}
     settings = {
-        id(run): [
-            _decode_settings(run, b, length_penalty, batch_size, word_reward) for b in beams
-        ]
+        id(run): [_decode_settings(run, b, length_penalty, batch_size, word_reward) for b in beams]
         for run in resolved
     }
 
