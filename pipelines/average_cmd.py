@@ -187,15 +187,17 @@ def write_run_dir(run: RunDir, out: Path, model, record: dict) -> None:
             shutil.rmtree(tmp.path, ignore_errors=True)
 
 
-def _greedy_bleu(translator, pairs) -> float:
+def _greedy_bleu(translator, pairs) -> tuple[float, float]:
+    """Greedy BLEU of `pairs` and the length ratio (hypothesis / reference, BLEU's tokens)."""
     import warnings
 
-    from translator.evaluation.metrics import bleu
+    from translator.evaluation.metrics import bleu, bleu_lengths
 
     with warnings.catch_warnings():  # empty outputs of a weak model are expected here
         warnings.simplefilter("ignore", UserWarning)
         hyps = translator.translate([p.src for p in pairs], beam_size=1)
-    return bleu(hyps, [p.tgt for p in pairs])
+    sys_len, ref_len = bleu_lengths(hyps, [p.tgt for p in pairs])
+    return bleu(hyps, [p.tgt for p in pairs]), sys_len / max(ref_len, 1)
 
 
 def cmd_average(args) -> int:
@@ -216,7 +218,11 @@ def cmd_average(args) -> int:
     )
     read_weights(single.model, plan.best_file)
     average_checkpoints(averaged.model, plan.files)
-    scores = {"average": _greedy_bleu(averaged, pairs), "best_single": _greedy_bleu(single, pairs)}
+    (avg_bleu, avg_ratio), (single_bleu, single_ratio) = (
+        _greedy_bleu(averaged, pairs),
+        _greedy_bleu(single, pairs),
+    )
+    scores = {"average": avg_bleu, "best_single": single_bleu}
     record = {
         "run_dir": str(run.path),
         "selection": how,
@@ -225,7 +231,12 @@ def cmd_average(args) -> int:
         "valid_bleu": {
             "pairs": len(pairs),
             "average": scores["average"],
-            "best_single": {"epoch": plan.best_epoch, "bleu": scores["best_single"]},
+            "average_length_ratio": round(avg_ratio, 4),
+            "best_single": {
+                "epoch": plan.best_epoch,
+                "bleu": scores["best_single"],
+                "length_ratio": round(single_ratio, 4),
+            },
         },
     }
     write_run_dir(run, plan.out, averaged.model, record)
@@ -236,7 +247,7 @@ def cmd_average(args) -> int:
     )
     print(
         f"valid BLEU (greedy, {len(pairs)} pairs of {run.split('valid')}): average "
-        f"{scores['average']:.2f}, best single model {scores['best_single']:.2f} "
-        f"(epoch {plan.best_epoch})"
+        f"{avg_bleu:.2f} (length ratio {avg_ratio:.2f}), best single model {single_bleu:.2f} "
+        f"(length ratio {single_ratio:.2f}, epoch {plan.best_epoch})"
     )
     return 0
