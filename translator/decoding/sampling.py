@@ -26,14 +26,22 @@ from __future__ import annotations
 import hashlib
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from translator.config import DecodeConfig
 from translator.decoding.contract import StepModel, as_step_model
-from translator.decoding.search import Hypothesis, apply_length_rules, top_k_lowest_first
+from translator.decoding.search import (
+    BATCH_SIGNATURE,
+    Hypothesis,
+    StepLoopState,
+    apply_length_rules,
+    keep_where,
+    tokens_before_eos,
+    top_k_lowest_first,
+)
 
 DEFAULT_SEED = 1  # sampling is reproducible by default; another seed draws other samples
 MAX_SEED = 2**63 - 1
@@ -67,12 +75,6 @@ def check_seed(seed: Any) -> None:
         raise ValueError(f"seed: expected an integer from 0 to 2**63 - 1, got {seed!r}")
 
 
-def _keep_where(done: tf.Tensor, old: tf.Tensor, new: tf.Tensor) -> tf.Tensor:
-    """`old` where `done` [B] is True else `new`, for tensors [B, ...] of any rank."""
-    mask = tf.reshape(done, tf.concat([tf.shape(done), tf.ones([tf.rank(new) - 1], tf.int32)], 0))
-    return tf.where(mask, old, new)
-
-
 def draw(
     log_probs: tf.Tensor, ids: tf.Tensor, uniform: tf.Tensor, temperature: Any
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -99,15 +101,6 @@ def draw(
     last = width - 1 - tf.argmax(tf.reverse(probs > 0, [1]), axis=1, output_type=tf.int32)
     pos = tf.minimum(pos, last)
     return tf.gather(ids, pos, batch_dims=1), tf.gather(log_probs, pos, batch_dims=1)
-
-
-class _SamplingState(NamedTuple):
-    t: tf.Tensor  # step
-    tokens: tf.Tensor  # [B] previous tokens
-    finished: tf.Tensor  # [B] bool
-    scores: tf.Tensor  # [B] sums of log-probabilities
-    state: Any  # the model's state nest
-    out: tf.TensorArray  # tokens per step
 
 
 def sampling_loop(
@@ -145,10 +138,10 @@ def sampling_loop(
         fn_output_signature=tf.TensorSpec([None], tf.float32),
     )
 
-    def cond(s: _SamplingState):
+    def cond(s: StepLoopState):
         return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.finished)))
 
-    def body(s: _SamplingState):
+    def body(s: StepLoopState):
         logp, new_state = model.step(s.tokens, s.state, memory)
         vocab_ids = tf.range(tf.shape(logp)[1])[None, :]
         cand, cand_ids = apply_length_rules(
@@ -163,12 +156,12 @@ def sampling_loop(
         scores = s.scores + tf.where(s.finished, 0.0, lp)
         nxt = tf.where(s.finished, eos_id, nxt)
         new_state = tf.nest.map_structure(
-            lambda old, new: _keep_where(s.finished, old, new), s.state, new_state
+            lambda old, new: keep_where(s.finished, old, new), s.state, new_state
         )
         finished = tf.logical_or(s.finished, tf.equal(nxt, eos_id))
-        return (_SamplingState(s.t + 1, nxt, finished, scores, new_state, s.out.write(s.t, nxt)),)
+        return (StepLoopState(s.t + 1, nxt, finished, scores, new_state, s.out.write(s.t, nxt)),)
 
-    start = _SamplingState(
+    start = StepLoopState(
         t=tf.constant(0),
         tokens=tf.fill([batch], tf.constant(bos_id, tf.int32)),
         finished=tf.zeros([batch], tf.bool),
@@ -181,9 +174,7 @@ def sampling_loop(
 
 
 _SIGNATURE = [
-    tf.TensorSpec([None, None], tf.int32),  # src_ids
-    tf.TensorSpec([None], tf.int32),  # max_lengths
-    tf.TensorSpec([], tf.int32),  # min_length
+    *BATCH_SIGNATURE,  # src_ids, max_lengths, min_length
     tf.TensorSpec([None, 2], tf.int64),  # keys
     tf.TensorSpec([], tf.float32),  # temperature
 ]
@@ -266,12 +257,6 @@ class Sampler:
             tf.constant(temperature, tf.float32),
         )
         return [
-            Hypothesis(_until_eos(row, self.eos_id), float(s))
+            Hypothesis(tokens_before_eos(row, self.eos_id), float(s))
             for row, s in zip(tokens.numpy(), scores.numpy(), strict=True)
         ]
-
-
-def _until_eos(row: np.ndarray, eos_id: int) -> list[int]:
-    """Output row -> tokens before the first EOS."""
-    ends = np.flatnonzero(row == eos_id)
-    return [int(t) for t in row[: ends[0] if ends.size else len(row)]]

@@ -129,7 +129,7 @@ def top_k_lowest_first(
     return vals, ids
 
 
-def _keep_where(done: tf.Tensor, old: tf.Tensor, new: tf.Tensor) -> tf.Tensor:
+def keep_where(done: tf.Tensor, old: tf.Tensor, new: tf.Tensor) -> tf.Tensor:
     """`old` where `done` [B] is True else `new`, for tensors [B, ...] of any rank."""
     mask = tf.reshape(done, tf.concat([tf.shape(done), tf.ones([tf.rank(new) - 1], tf.int32)], 0))
     return tf.where(mask, old, new)
@@ -163,7 +163,9 @@ def apply_length_rules(cand, cand_ids, eos_lp, t, max_lengths, min_length, eos_i
     return cand, tf.where(forced, eos_id, cand_ids)
 
 
-class _GreedyState(NamedTuple):
+class StepLoopState(NamedTuple):
+    """The loop state of greedy search and of sampling (`translator.decoding.sampling`)."""
+
     t: tf.Tensor  # step
     tokens: tf.Tensor  # [B] previous tokens
     finished: tf.Tensor  # [B] bool
@@ -187,10 +189,10 @@ def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int,
     batch = tf.shape(src_ids)[0]
     limit = tf.reduce_max(max_lengths) + 1
 
-    def cond(s: _GreedyState):
+    def cond(s: StepLoopState):
         return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.finished)))
 
-    def body(s: _GreedyState):
+    def body(s: StepLoopState):
         logp, new_state = model.step(s.tokens, s.state, memory)
         # Two candidates per row, EOS and the best other token, in id order (so ties go to the
         # lower id, as `tf.argmax` over the vocabulary and beam search's top-k decide them).
@@ -209,12 +211,12 @@ def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int,
         scores = s.scores + tf.where(s.finished, 0.0, tf.gather(pair_lp, best, batch_dims=1))
         nxt = tf.where(s.finished, eos_id, nxt)
         new_state = tf.nest.map_structure(
-            functools.partial(_keep_where, s.finished), s.state, new_state
+            functools.partial(keep_where, s.finished), s.state, new_state
         )
         finished = tf.logical_or(s.finished, tf.equal(nxt, eos_id))
-        return (_GreedyState(s.t + 1, nxt, finished, scores, new_state, s.out.write(s.t, nxt)),)
+        return (StepLoopState(s.t + 1, nxt, finished, scores, new_state, s.out.write(s.t, nxt)),)
 
-    start = _GreedyState(
+    start = StepLoopState(
         t=tf.constant(0),
         tokens=tf.fill([batch], tf.constant(bos_id, tf.int32)),
         finished=tf.zeros([batch], tf.bool),
@@ -362,7 +364,8 @@ def beam_loop(
     return end.fin_seq, end.fin_len, end.fin_logp, end.fin_norm
 
 
-_SIGNATURE = [
+# The arguments every compiled decoding function starts with (sampling adds its own).
+BATCH_SIGNATURE = [
     tf.TensorSpec([None, None], tf.int32),  # src_ids
     tf.TensorSpec([None], tf.int32),  # max_lengths
     tf.TensorSpec([], tf.int32),  # min_length
@@ -388,7 +391,7 @@ class Searcher:
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
         self._greedy = tf.function(
             functools.partial(greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id),
-            input_signature=_SIGNATURE,
+            input_signature=BATCH_SIGNATURE,
             reduce_retracing=True,
         )
         self._beams: dict[int, Callable] = {}
@@ -412,7 +415,7 @@ class Searcher:
             self._beams[beam_size] = tf.function(
                 search,
                 input_signature=[
-                    *_SIGNATURE,
+                    *BATCH_SIGNATURE,
                     tf.TensorSpec([], tf.float32),  # alpha
                     tf.TensorSpec([], tf.float32),  # word_reward
                 ],
@@ -442,7 +445,7 @@ class Searcher:
             tf.constant(min_length, tf.int32),
         )
         return [
-            Hypothesis(self._strip(row), float(s))
+            Hypothesis(tokens_before_eos(row, self.eos_id), float(s))
             for row, s in zip(tokens.numpy(), scores.numpy(), strict=True)
         ]
 
@@ -528,16 +531,6 @@ class Searcher:
         hyps = self.greedy(src_ids, max_lengths, min_length=min_length)
         return [[_normalized(h, length_penalty, word_reward)] for h in hyps]
 
-    def _strip(self, row: np.ndarray) -> list[int]:
-        """Greedy output row -> tokens before the first EOS."""
-        out = []
-        for t in row:
-            t = int(t)
-            if t == self.eos_id:
-                break
-            out.append(t)
-        return out
-
 
 def _check_options(
     beam_size: int, n_best: int, length_penalty: float, min_length: int, word_reward: float = 0.0
@@ -557,3 +550,9 @@ def _normalized(h: Hypothesis, alpha: float, word_reward: float = 0.0) -> Hypoth
     n = len(h.tokens) + 1
     norm = (h.score + float(word_reward) * n) / length_penalty(n, float(alpha))
     return Hypothesis(h.tokens, h.score, norm)
+
+
+def tokens_before_eos(row: np.ndarray, eos_id: int) -> list[int]:
+    """A decoded row [L] -> its tokens before the first EOS."""
+    ends = np.flatnonzero(row == eos_id)
+    return [int(t) for t in row[: ends[0] if ends.size else len(row)]]
