@@ -43,6 +43,7 @@ class LearningRateSchedule(keras.callbacks.Callback):
         self.factor, self.patience = float(tc.lr_decay_factor), int(tc.lr_decay_patience)
         self.metric = "val_loss" if tc.lr_decay_metric == "loss" else "val_bleu"
         self.min_rate = float(tc.min_learning_rate)
+        self.warming = bool(self.warmup)  # still inside the warm-up (as far as known)
 
     def rate(self, step: int) -> float:
         """The learning rate at optimizer step `step` (0-based)."""
@@ -53,13 +54,20 @@ class LearningRateSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.rate(step))
 
     def on_train_begin(self, logs=None):
-        self._set(int(self.model.optimizer.iterations.numpy()))
+        self._set(self._step())
+        self.warming = bool(self.warmup)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.warmup:
-            step = int(self.model.optimizer.iterations.numpy())
-            if step <= self.warmup:
+        # The step is read (a wait for the device) only during the warm-up; after it the rate
+        # changes only at epoch ends.
+        if self.warming:
+            step = self._step()
+            self.warming = step <= self.warmup
+            if self.warming:
                 self._set(step)
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
         logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
@@ -77,7 +85,7 @@ class LearningRateSchedule(keras.callbacks.Callback):
         scale = max(self.state.lr_scale * self.factor, floor)
         if scale < self.state.lr_scale:
             self.state.lr_scale = scale
-            self._set(int(self.model.optimizer.iterations.numpy()))
+            self._set(self._step())
             print(
                 f"epoch {epoch + 1}: no {self.metric} gain for {self.patience} epochs; "
                 f"learning rate -> {self.rate(self.warmup):.3g}",
