@@ -18,6 +18,8 @@ CONFIGS = sorted((ROOT / "configs" / "ding-de-en").glob("*.yaml"))
 def _small(cfg_path: Path) -> list[str]:
     cfg = load_config(cfg_path)
     enc_units = 16 if cfg.model.encoder.bidirectional else 32
+    # A tied softmax reads decoder states through the embedding matrix: the sizes must match.
+    emb = 32 if cfg.model.tied_softmax else 16
     return [
         "data.max_train_pairs=400",
         "data.max_valid_pairs=20",
@@ -26,7 +28,7 @@ def _small(cfg_path: Path) -> list[str]:
         "data.use_phrases=false",
         "tokenizer.src_vocab_size=300",
         "tokenizer.tgt_vocab_size=300",
-        "model.embedding_dim=16",
+        f"model.embedding_dim={emb}",
         f"model.encoder.units={enc_units}",
         "model.decoder.units=32",
         "train.epochs=1",
