@@ -163,15 +163,21 @@ def _plot_attention(translator, args, options: dict) -> int:
 
 
 def cmd_bench(args) -> int:
-    from translator.benchmark import run_benchmarks
+    from translator.benchmark import format_report, run_benchmarks
 
+    if args.roof_size < 1:
+        raise ValueError(f"--roof-size must be at least 1, got {args.roof_size}")
     results = run_benchmarks(
         args.run_dir,
         train_steps=args.train_steps,
         naive_sentences=args.naive_sentences,
-        verbose=args.json != "-",  # `--json` alone: only JSON on stdout, for `| jq`
+        verbose=True,  # progress on stderr
         export=not args.no_export,
+        reference=args.reference,
+        roof_size=args.roof_size,
     )
+    if args.json != "-":  # `--json` alone: only JSON on stdout, for `| jq`
+        print(format_report(results), flush=True)
     emit_json(results, args.json)
     return 0
 
@@ -306,10 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_arguments(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("bench", help="training and decoding throughput of a trained run")
+    p = sub.add_parser(
+        "bench",
+        help="training and decoding throughput of a trained run",
+        description="Measure training target tokens/s and decoding sentences/s and tokens/s of a "
+        "trained run, each also as GFLOP/s of useful work (counted from the model's shapes and "
+        "the real sentence lengths) and as a fraction of this machine's matmul roof (tf.matmul, "
+        "measured in the same process). Progress goes to stderr, the report to stdout.",
+    )
     p.add_argument("run_dir", help="a run directory with a trained model")
     p.add_argument(
-        "--json", nargs="?", const="-", help="print JSON (or write it to the given file)"
+        "--json",
+        nargs="?",
+        const="-",
+        help="print JSON (or write it to the given file); `--json` alone prints nothing else on "
+        "stdout",
     )
     p.add_argument("--train-steps", type=int, default=20, help="training steps timed (default 20)")
     p.add_argument(
@@ -319,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-export",
         action="store_true",
         help="skip the SavedModel export's decoding speed (measured beside the Python API's)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also train a plain Keras model of the same shape (stock LSTM/GRU, Attention, Dense) "
+        "on the same batches, side by side, in float32 and under the run's mixed precision "
+        "policy; off by default: it doubles or triples the training part's time",
+    )
+    p.add_argument(
+        "--roof-size",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="matrix size of the tf.matmul that measures the roof (default 2048)",
     )
     p.set_defaults(func=cmd_bench)
 
