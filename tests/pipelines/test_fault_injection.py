@@ -31,7 +31,10 @@ def _epochs(run_dir):
 def _train(run_dir):
     return subprocess.Popen(
         [sys.executable, "-m", "translator.pipelines.cli", "train", str(TINY)]
-        + ["--run-dir", str(run_dir), "--set", f"train.epochs={EPOCHS}"],
+        + ["--run-dir", str(run_dir), "--set", f"train.epochs={EPOCHS}"]
+        # no early stopping: a killed epoch is redone from its checkpoint, so the scores (and when
+        # patience runs out) depend on where the kills fell
+        + ["--set", f"train.patience={EPOCHS}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -63,7 +66,7 @@ def test_training_survives_kill_9_at_random_points(tiny_run, tmp_path):
     proc = _train(run_dir)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    assert _epochs(run_dir) == list(range(1, EPOCHS + 1))
+    assert _epochs(run_dir) == list(range(1, EPOCHS + 1)), out + err
     model = keras.saving.load_model(run_dir / "model.keras", compile=False)
     src = np.array([[5, 6, 7]], np.int32)
     assert model((src, src)).shape[-1] == model.tgt_vocab_size
