@@ -17,6 +17,7 @@ import tensorflow as tf  # noqa: E402
 
 from translator.layers.bidirectional import BidirectionalRNN  # noqa: E402
 from translator.layers.elman import ElmanCell, ElmanRNN  # noqa: E402
+from translator.layers.lstm import LSTM  # noqa: E402
 from translator.layers.rnn import make_rnn_layer  # noqa: E402
 
 from .reference import (  # noqa: E402
@@ -149,7 +150,7 @@ def test_cell_config_round_trip_and_registration():
 @pytest.mark.parametrize("kind", KINDS)
 def test_make_rnn_layer_contract(kind):
     layer = make_rnn_layer(kind, U, recurrent_initializer="glorot_uniform", seed=1)
-    expected_type = {"rnn": ElmanRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[kind]
+    expected_type = {"rnn": ElmanRNN, "gru": keras.layers.GRU, "lstm": LSTM}[kind]
     assert isinstance(layer, expected_type)
     assert layer.return_sequences and layer.return_state
     assert isinstance(layer.cell.recurrent_initializer, keras.initializers.GlorotUniform)

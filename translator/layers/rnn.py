@@ -4,7 +4,8 @@
 
 - :class:`~translator.layers.elman.ElmanRNN` (`kind="rnn"`): `h_t = act(W_hx x_t + W_hh h_{t-1} + b)`,
 - `keras.layers.GRU` with `reset_after=False` (`kind="gru"`),
-- `keras.layers.LSTM` (`kind="lstm"`),
+- :class:`~translator.layers.lstm.LSTM` (`kind="lstm"`): `keras.layers.LSTM` with the input
+  projection outside the time loop and a hand-written backward loop,
 
 optionally wrapped in :class:`~translator.layers.bidirectional.BidirectionalRNN`. Every layer it returns
 is called as `layer(x, mask=mask)` on a right-padded batch `x` of shape `[batch, time, features]` and
@@ -23,6 +24,7 @@ from keras import ops
 from translator.layers import STATES_PER_CELL
 from translator.layers.bidirectional import BidirectionalRNN, check_merge_mode
 from translator.layers.elman import ElmanRNN, is_identity
+from translator.layers.lstm import LSTM
 
 KERNEL_INITIALIZERS = ("glorot_uniform", "glorot_uniform_per_gate")
 
@@ -105,7 +107,8 @@ def make_rnn_layer(
 
     Args:
         kind: `"rnn"` (:class:`ElmanRNN`), `"gru"` (`keras.layers.GRU`, `reset_after=False`:
-            `h~ = tanh(W [r * h_{t-1}, x_t])`) or `"lstm"` (`keras.layers.LSTM`).
+            `h~ = tanh(W [r * h_{t-1}, x_t])`) or `"lstm"` (:class:`LSTM`, a
+            `keras.layers.LSTM` with the same weights and outputs).
         units: state size of one direction.
         activation: `"tanh"` or `"relu"` for the Elman cell. GRU and LSTM always use tanh
             (and sigmoid gates); any other value raises `ValueError` for them.
@@ -170,7 +173,7 @@ def make_rnn_layer(
                 f"activation {activation!r} is only configurable for the Elman cell "
                 f"(kind='rnn'); {kind} uses tanh"
             )
-        layer_cls = keras.layers.LSTM if kind == "lstm" else keras.layers.GRU
+        layer_cls = LSTM if kind == "lstm" else keras.layers.GRU
         extra: dict = {"reset_after": False}
         if kind == "lstm":
             extra = {}

@@ -42,11 +42,16 @@ class MaskedCrossEntropy(keras.losses.Loss):
         y_true = ops.cast(y_true, "int32")
         y_pred = ops.cast(y_pred, "float32")  # softmax and loss in float32 (mixed precision)
         mask = ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
-        logp = ops.log_softmax(y_pred, axis=-1)
-        nll = -ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(y_true, -1), axis=-1), -1)
+        # One fused softmax cross-entropy op (its gradient is softmax - target, no gather): with
+        # smoothing, the target puts 1 - eps + eps / V on the label and eps / V elsewhere, so the
+        # loss is (1 - eps) * nll + eps * mean over the vocabulary of -log p.
         if self.label_smoothing > 0:
-            smooth = -ops.mean(logp, axis=-1)
-            nll = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
+            vocab = ops.shape(y_pred)[-1]
+            uniform = self.label_smoothing / ops.cast(vocab, "float32")
+            target = ops.one_hot(y_true, vocab) * (1.0 - self.label_smoothing) + uniform
+            nll = ops.categorical_crossentropy(target, y_pred, from_logits=True)
+        else:
+            nll = ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
         return ops.sum(nll * mask) / _global_tokens(ops.sum(mask))
 
     def get_config(self) -> dict:

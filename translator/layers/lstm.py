@@ -1,0 +1,241 @@
+"""`LSTM`: Keras' LSTM whose time loops do only the recurrent product.
+
+(It keeps the name `LSTM`: Keras saves the layers of a list under their class names in snake case,
+so the weights of every saved model stay at `.../lstm/...` and load either way.)
+
+On a CPU Keras runs `keras.layers.LSTM` as a loop (`backend.rnn`) whose every step multiplies that
+step's inputs by the input kernel (`x_t W`) as well as the previous state by the recurrent kernel
+(`h_{t-1} R`), and TensorFlow differentiates that loop step by step: four small products per step
+in the backward loop (`dx_t`, `dh_{t-1}`, and the two kernels' gradients accumulated step by step).
+
+`LSTM` does what cuDNN does, in TensorFlow ops:
+
+- forward: `x W` for all steps at once (one `[B*T, F] x [F, 4U]` product), then a loop that only
+  does `h_{t-1} R` and the gates, and keeps the gates for the backward pass;
+- backward (a custom gradient): a loop that only does `dz_t R^T`, then the kernels' gradients as
+  two products over all steps at once (`X^T dZ`, `H_{t-1}^T dZ`).
+
+Same weights and equations as `keras.layers.LSTM`, with the same operations in the same order in
+the forward pass, so a saved model gives the same outputs; the gradients are the same up to the
+order of floating-point sums. The TensorFlow backend is the point here (`tf.while_loop`,
+`tf.custom_gradient`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def _recurrent_product(h, kernel):
+    """`h @ kernel` in the kernel's dtype (bfloat16 under mixed precision), returned in `h`'s."""
+    if h.dtype == kernel.dtype:
+        return tf.matmul(h, kernel)
+    return tf.cast(tf.matmul(tf.cast(h, kernel.dtype), kernel), h.dtype)
+
+
+def _loop_forward(xw, h0, c0, mask, recurrent_kernel, bias, keep: bool):
+    """The forward recurrence over time-major projected inputs (states and gates in `xw`'s dtype,
+    the recurrent product in the kernel's).
+
+    Args:
+        xw: [T, B, 4U], the inputs times the input kernel (`x_t W`, no bias).
+        h0, c0: [B, U], the initial states.
+        mask: [T, B, 1] bool, False at padding (the states carry over there).
+        recurrent_kernel: [U, 4U]; bias: [4U] or None.
+        keep: also return the activated gates [T, B, 4U] (for the backward pass).
+
+    Returns:
+        `(h [T, B, U], c [T, B, U], gates [T, B, 4U] or None)`; `h[t]` is also the output at `t`.
+    """
+    steps = tf.shape(xw)[0]
+    hs = tf.TensorArray(xw.dtype, size=steps)
+    cs = tf.TensorArray(xw.dtype, size=steps)
+    gs = tf.TensorArray(xw.dtype, size=steps if keep else 0, dynamic_size=not keep)
+
+    def body(t, h, c, hs, cs, gs):
+        z = tf.add(xw[t], _recurrent_product(h, recurrent_kernel))
+        if bias is not None:
+            z = tf.add(z, bias)
+        z0, z1, z2, z3 = tf.split(z, 4, axis=1)
+        i = tf.sigmoid(z0)
+        f = tf.sigmoid(z1)
+        g = tf.tanh(z2)
+        c_new = f * c + i * g
+        o = tf.sigmoid(z3)
+        h_new = o * tf.tanh(c_new)
+        m = mask[t]
+        h_new = tf.where(m, h_new, h)
+        c_new = tf.where(m, c_new, c)
+        if keep:
+            gs = gs.write(t, tf.concat([i, f, g, o], axis=1))
+        return t + 1, h_new, c_new, hs.write(t, h_new), cs.write(t, c_new), gs
+
+    _, _, _, hs, cs, gs = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), h0, c0, hs, cs, gs)
+    )
+    return hs.stack(), cs.stack(), (gs.stack() if keep else None)
+
+
+def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_kernel):
+    """The backward recurrence: `dz_t` for every step and the initial states' gradients.
+
+    Args:
+        dh_seq: [T, B, U], the gradient of the outputs; `dh_last`, `dc_last`: [B, U], of the
+            final states.
+        c: [T, B, U] and `gates` [T, B, 4U] from the forward loop; `c_prev` [T, B, U]: `c`
+            shifted by one step, starting from the initial state.
+        mask: [T, B, 1] bool; recurrent_kernel: [U, 4U].
+
+    Returns:
+        `(dz [T, B, 4U], dh0 [B, U], dc0 [B, U])`.
+    """
+    steps = tf.shape(dh_seq)[0]
+    dzs = tf.TensorArray(dh_seq.dtype, size=steps)
+    rt = tf.transpose(recurrent_kernel)  # [4U, U]
+
+    def body(t, dh, dc, dzs):
+        m = mask[t]
+        dh_t = dh + dh_seq[t]
+        i, f, g, o = tf.split(gates[t], 4, axis=1)
+        tc = tf.tanh(c[t])
+        dc_t = dc + dh_t * o * (1 - tc * tc)
+        dz = tf.concat(
+            [
+                dc_t * g * i * (1 - i),
+                dc_t * c_prev[t] * f * (1 - f),
+                dc_t * i * (1 - g * g),
+                dh_t * tc * o * (1 - o),
+            ],
+            axis=1,
+        )
+        dz = tf.where(m, dz, tf.zeros_like(dz))
+        dh_prev = tf.where(m, _recurrent_product(dz, rt), dh_t)
+        dc_prev = tf.where(m, dc_t * f, dc)
+        return t - 1, dh_prev, dc_prev, dzs.write(t, dz)
+
+    _, dh0, dc0, dzs = tf.while_loop(lambda t, *_: t >= 0, body, (steps - 1, dh_last, dc_last, dzs))
+    return dzs.stack(), dh0, dc0
+
+
+def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias):
+    """The LSTM recurrence with a hand-written gradient (see the module docstring).
+
+    Args:
+        xw: [B, T, 4U], the inputs times the input kernel (Keras' gate order i, f, c, o).
+        h0, c0: [B, U], the initial states.
+        mask: [B, T] bool or None (all steps real).
+        recurrent_kernel: [U, 4U]; bias: [4U] or None.
+
+    Returns:
+        `(outputs [B, T, U], h [B, U], c [B, U])`: the output at a padded step is the last real
+        one (Keras' `zero_output_for_mask=False`) and the states carry over padding.
+    """
+    # Variables are read here, outside the custom gradient: it sees tensors only.
+    recurrent_kernel = tf.convert_to_tensor(recurrent_kernel)
+    bias = None if bias is None else tf.convert_to_tensor(bias)
+    xw_t = tf.transpose(xw, [1, 0, 2])
+    if mask is None:
+        mask_t = tf.ones(tf.shape(xw_t)[:2], tf.bool)[..., None]
+    else:
+        mask_t = tf.transpose(tf.cast(mask, tf.bool), [1, 0])[..., None]
+    has_bias = bias is not None
+
+    @tf.custom_gradient
+    def run(xw_t, h0, c0, recurrent_kernel, *bias_arg):
+        # Under mixed precision the states and gates are float32 (bfloat16 elementwise ops are
+        # slow on CPUs and lose precision); the products stay in the kernel's dtype.
+        dtype = xw_t.dtype
+        state = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
+        b = tf.cast(bias_arg[0], state) if has_bias else None
+        h_init, c_init = tf.cast(h0, state), tf.cast(c0, state)
+        h, c, gates = _loop_forward(
+            tf.cast(xw_t, state), h_init, c_init, mask_t, recurrent_kernel, b, keep=True
+        )
+
+        def grad(dh_seq, dh_last, dc_last):
+            c_prev = tf.concat([c_init[None], c[:-1]], axis=0)
+            dz, dh0, dc0 = _loop_backward(
+                tf.cast(dh_seq, state),
+                tf.cast(dh_last, state),
+                tf.cast(dc_last, state),
+                c,
+                c_prev,
+                gates,
+                mask_t,
+                recurrent_kernel,
+            )
+            units = tf.shape(h0)[-1]
+            kernel_dtype = recurrent_kernel.dtype
+            h_prev = tf.concat([h_init[None], h[:-1]], axis=0)
+            dz_flat = tf.reshape(dz, [-1, 4 * units])
+            d_kernel = tf.matmul(
+                tf.cast(tf.reshape(h_prev, [-1, units]), kernel_dtype),
+                tf.cast(dz_flat, kernel_dtype),
+                transpose_a=True,
+            )
+            grads = [tf.cast(dz, dtype), tf.cast(dh0, h0.dtype), tf.cast(dc0, c0.dtype), d_kernel]
+            if has_bias:
+                grads.append(tf.cast(tf.reduce_sum(dz_flat, axis=0), bias_arg[0].dtype))
+            return grads
+
+        outputs = tf.cast(h, dtype)
+        return (outputs, outputs[-1], tf.cast(c[-1], c0.dtype)), grad
+
+    args = (xw_t, h0, c0, recurrent_kernel) + ((bias,) if has_bias else ())
+    h, h_last, c_last = run(*args)
+    return tf.transpose(h, [1, 0, 2]), h_last, c_last
+
+
+def _on_gpu() -> bool:
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class LSTM(keras.layers.LSTM):
+    """`keras.layers.LSTM` (same constructor, weights, weight paths and outputs) running
+    :func:`lstm_recurrence`: the input projection of all steps at once before the loop, and a
+    backward loop with one product per step.
+
+    Keras' own implementation runs instead on a GPU (cuDNN), and with recurrent dropout
+    (`implementation=1`, one dropout mask per gate), `go_backwards`, `unroll` or `stateful`.
+
+    Call arguments and outputs are Keras' LSTM's: `x` `[batch, time, features]` and `mask`
+    `[batch, time]`; returns `[sequence [batch, time, units], h [batch, units], c [batch, units]]`
+    with `return_sequences=True, return_state=True`.
+    """
+
+    def inner_loop(
+        self, sequences: Any, initial_state: Any, mask: Any, training: bool = False
+    ) -> tuple[Any, Any, Any]:
+        cell = self.cell
+        if (
+            _on_gpu()  # Keras' layer runs the fused cuDNN kernel there
+            or cell.recurrent_dropout
+            or cell.implementation != 2
+            or self.go_backwards
+            or self.unroll
+            or self.stateful
+            or not self.return_sequences
+            or self.zero_output_for_mask
+        ):
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if training and 0.0 < cell.dropout < 1.0:
+            # Keras' one input mask per sequence (cached on the cell by RNN.call).
+            dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
+            sequences = sequences * ops.expand_dims(dp_mask, axis=1)
+        h0, c0 = initial_state
+        outputs, h, c = lstm_recurrence(
+            ops.matmul(sequences, cell.kernel),
+            h0,
+            c0,
+            mask,
+            cell.recurrent_kernel,
+            cell.bias if cell.use_bias else None,
+        )
+        return h, outputs, [h, c]
