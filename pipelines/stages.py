@@ -35,6 +35,7 @@ from translator.io import (
     file_digest,
     fingerprint,
 )
+from translator.precision import resolve_precision
 from translator.rundir import SPLITS, RunDir
 
 STAGES = ("prepare", "tokenize", "train", "evaluate")
@@ -118,6 +119,7 @@ def decode_section(cfg: Config) -> dict:
         ("word_reward", 0.0),
         ("sampling_topk", 1),
         ("sampling_temperature", 1.0),
+        ("xla", False),
     ):
         if decode.get(key, default) == default:
             decode.pop(key, None)
@@ -177,6 +179,9 @@ def train_section(cfg: Config) -> dict:
     train = cfg.section("train")
     for key in ("distribute", "cpu_devices"):
         train.pop(key, None)
+    # `auto` counts as the precision it chooses on this machine (an explicit `mixed_bfloat16`
+    # and `auto` on a bfloat16 CPU train alike).
+    train["mixed_precision"] = resolve_precision(train.get("mixed_precision", "auto"))
     for key, default in (
         ("learning_rate_scaling", "keep"),
         ("mixed_precision", "none"),
@@ -582,6 +587,7 @@ def evaluate(ctx: Context) -> dict:
         "length_penalty": d.length_penalty,
         "word_reward": d.word_reward,
         "batch_size": d.batch_size,
+        "xla": d.xla,
     }
     pairs = load_split(ctx.run_dir, "test")
     hyps, scores, seconds = evaluate_pairs(translator, pairs, ctx.config.eval.metrics, **decode)

@@ -29,7 +29,8 @@ def test_export_decoding_throughput(tiny_attention_run):
 
 
 def test_matmul_roof_and_bfloat16_support(tmp_path):
-    from translator.benchmark import cpu_supports_bfloat16, matmul_roof, roof_for
+    from translator.benchmark import matmul_roof, roof_for
+    from translator.precision import cpu_supports_bfloat16
 
     with_bf16 = tmp_path / "cpuinfo-bf16"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n\n")

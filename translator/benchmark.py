@@ -33,26 +33,9 @@ from translator.flops import (
     training_flops,
 )
 from translator.models import EncoderOutput, build_model, compile_model
+from translator.precision import cpu_supports_bfloat16, policy_name
 from translator.rundir import RunDir
 from translator.translate import Translator
-
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-"""`/proc/cpuinfo` flags of x86 CPUs with native bfloat16 matmul instructions."""
-
-
-def cpu_supports_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has native bfloat16 matmul instructions (one of `BF16_CPU_FLAGS` among the
-    `flags` of `cpuinfo`); False when the file cannot be read (another OS)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def _matmul_gflops(n: int, dtype: str, runs: int) -> float:
@@ -108,11 +91,6 @@ def efficiency(flops: int, seconds: float, precision: str, roof: dict | None) ->
         out["roof_fraction"] = round(gflops / peak, 4)
         out["roof_precision"] = roof_precision
     return out
-
-
-def policy_name(mixed_precision: str) -> str:
-    """The Keras dtype policy of `train.mixed_precision`, as the trainer sets it."""
-    return "float32" if mixed_precision == "none" else mixed_precision
 
 
 @contextlib.contextmanager

@@ -318,8 +318,9 @@ class TrainConfig:
     cpu_devices: int | None = None
     learning_rate_scaling: Literal["keep", "linear"] = "keep"
     # Keras dtype policies; softmax, attention scores and the loss stay float32, and
-    # mixed_float16 scales the loss.
-    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    # mixed_float16 scales the loss. `auto`: mixed_bfloat16 on a CPU with native bfloat16
+    # instructions (and no GPU), float32 elsewhere (translator/training/precision.py).
+    mixed_precision: Literal["auto", "none", "mixed_float16", "mixed_bfloat16"] = "auto"
     # Gradients of this many batches are averaged before one optimizer update.
     accumulate_steps: int = 1
     # Checkpoint averaging: N >= 2 keeps each epoch's weights (the last N and the best N by
@@ -435,9 +436,14 @@ class DecodeConfig:
     # K > 1 from the K most likely tokens; log-probabilities are divided by the temperature.
     sampling_topk: int = 1
     sampling_temperature: float = 1.0
+    # Greedy and beam search as XLA-compiled loops: faster per sentence (the same outputs on the
+    # test split), but each new batch shape compiles first (seconds); sources are padded to a
+    # multiple of 8 tokens to bound the shapes. For large inputs (evaluation, files, servers).
+    xla: bool = False
 
     def __post_init__(self) -> None:
         p = "decode."
+        _check(isinstance(self.xla, bool), p + "xla", f"expected true or false, got {self.xla!r}")
         integers = ("beam_size", "n_best", "batch_size", "max_output_extra", "min_output_length")
         for key in (*integers, "sampling_topk"):
             value = getattr(self, key)

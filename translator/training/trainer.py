@@ -24,6 +24,7 @@ from translator.data.tokenizers import Tokenizer, pair_sampler
 from translator.io import ArtifactError
 from translator.models import build_model, compile_model
 from translator.models.saving import load_model, save_model
+from translator.precision import policy_name
 from translator.rundir import RunDir
 from translator.training.callbacks import (
     BestModel,
@@ -151,9 +152,7 @@ def train(
     out = run if role.is_chief else RunDir(tempfile.mkdtemp(prefix="translator-worker-"))
     if not role.is_chief:
         print(f"[train] worker {role.task_id}: writing to {out.path}, reading {run.path}")
-    keras.mixed_precision.set_dtype_policy(
-        "float32" if tc.mixed_precision == "none" else tc.mixed_precision
-    )
+    keras.mixed_precision.set_dtype_policy(policy_name(tc.mixed_precision))
     try:
         return _train(cfg, run, out, strategy, src_tok, tgt_tok, train_examples, valid_pairs,
                       fingerprint, verbose, from_scratch)  # fmt: skip
@@ -232,9 +231,10 @@ def _train(
         state.save(out.train_state)
         return TrainResult.from_state(state)
     state.stop_reason = None
-    if tc.distribute != "none" or tc.accumulate_steps > 1 or tc.mixed_precision != "none":
-        precision = "float32" if tc.mixed_precision == "none" else tc.mixed_precision
-        print(f"{describe(strategy, tc)}; {precision}", flush=True)
+    precision = policy_name(tc.mixed_precision)
+    if tc.distribute != "none" or tc.accumulate_steps > 1 or precision != "float32":
+        auto = " (train.mixed_precision: auto)" if tc.mixed_precision == "auto" else ""
+        print(f"{describe(strategy, tc)}; {precision}{auto}", flush=True)
 
     out.logs.mkdir(parents=True, exist_ok=True)
     out.checkpoints.mkdir(parents=True, exist_ok=True)
