@@ -1,4 +1,5 @@
-"""argparse `type=` converters for numeric options: a bad value is one clear line, exit 2."""
+"""argparse helpers: `type=` converters for numeric options (a bad value is one clear line, exit
+2), and options shared by several commands."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ positive_int = number(int)
 non_negative_float = number(float, minimum=0)
 positive_seconds = number(float, minimum=1e-9, what="a positive number of seconds")
 port = number(int, minimum=0, maximum=65535, what="a port number (0: a free one)")
+
+
+def add_xla_argument(p: argparse.ArgumentParser) -> None:
+    """`--xla`: decode.xla for this command (see the config's decode section)."""
+    p.add_argument(
+        "--xla",
+        action="store_const",
+        const=True,
+        default=None,
+        help="greedy/beam search as XLA-compiled loops: faster on large inputs, but each new "
+        "batch shape compiles first (default: decode.xla of the config)",
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from translator.pipelines.argtypes import number  # noqa: E402
+from translator.pipelines.argtypes import add_xla_argument, number  # noqa: E402
 from translator.pipelines.jsonout import emit_json  # noqa: E402
 from translator.pipelines.stages import STAGES, Context, StageError, run_stages  # noqa: E402
 
@@ -61,6 +61,7 @@ def _decode_options(args) -> dict:
         "batch_size": args.batch_size,
         "sampling_topk": getattr(args, "sampling_topk", None),
         "sampling_temperature": getattr(args, "sampling_temperature", None),
+        "xla": getattr(args, "xla", None),
     }
 
 
@@ -77,6 +78,7 @@ def cmd_evaluate(args) -> int:
             "length_penalty": args.length_penalty,
             "word_reward": args.word_reward,
             "batch_size": args.batch_size,
+            "xla": args.xla,
         }
         args.set = (args.set or []) + [f"decode.{k}={v}" for k, v in given.items() if v is not None]
         return cmd_stage(args)
@@ -217,6 +219,7 @@ def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
         "--word-reward", type=float, help="beam search's bonus per output token (0 = none)"
     )
     p.add_argument("--batch-size", type=int, help="sentences per batch")
+    add_xla_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from translator.pipelines.argtypes import add_xla_argument
+
 DEFAULT_OUTPUT_DIR = "evaluation"
 
 
@@ -49,6 +51,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         help="beam search's bonus per output token (default from the config)",
     )
     p.add_argument("--batch-size", type=int, help="sentences per batch (default from the config)")
+    add_xla_argument(p)
     p.add_argument(
         "--metrics", default="bleu,chrf,ter", help="comma-separated: bleu, chrf, ter (default: all)"
     )
@@ -115,6 +118,7 @@ def run_evaluate(args) -> int:
         length_penalty=args.length_penalty,
         word_reward=args.word_reward,
         batch_size=args.batch_size,
+        xla=args.xla,
         bootstrap=args.bootstrap,
         seed=args.seed,
         output_dir=output_dir,

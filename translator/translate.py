@@ -186,6 +186,7 @@ class Translator:
                     length_penalty=settings.length_penalty,
                     min_length=settings.min_output_length,
                     word_reward=settings.word_reward,
+                    xla=settings.xla,
                 )
             for i, h in zip(idx, hyps, strict=True):
                 results[i] = h
@@ -202,6 +203,7 @@ class Translator:
         sampling_topk: int | None = None,
         sampling_temperature: float | None = None,
         seed: int | None = None,
+        xla: bool | None = None,
         **deprecated,
     ) -> str | list[str]:
         """Translate one sentence (-> its translation) or a list of sentences (-> a list).
@@ -212,6 +214,7 @@ class Translator:
         `sampling_topk` != 1 samples instead of searching (0: the whole distribution, K > 1: the
         K most likely tokens), from log-probabilities divided by `sampling_temperature`; `seed`
         (default 1) decides the samples, a sentence's sample does not depend on its batch.
+        `xla` runs the search as XLA-compiled loops (`decode.xla`).
         """
         options = dict(
             beam_size=beam_size,
@@ -221,6 +224,7 @@ class Translator:
             sampling_topk=sampling_topk,
             sampling_temperature=sampling_temperature,
             seed=seed,
+            xla=xla,
         )
         if deprecated:
             return self._deprecated_translate(text, options, **deprecated)
@@ -240,6 +244,7 @@ class Translator:
         sampling_topk: int | None = None,
         sampling_temperature: float | None = None,
         seed: int | None = None,
+        xla: bool | None = None,
     ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
         """The `n_best` best translations of one sentence, or of each of a list of sentences, as
         `(text, score)` pairs, best first; the score is the normalised score used for ranking.
@@ -256,6 +261,7 @@ class Translator:
             sampling_topk=sampling_topk,
             sampling_temperature=sampling_temperature,
             seed=seed,
+            xla=xla,
         )
         out = [
             [(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input]

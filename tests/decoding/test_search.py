@@ -416,7 +416,7 @@ def test_traced_once_per_beam_size():
         )
         searcher.search(src, np.full(b, 4, np.int32), beam_size=1, min_length=b)
     assert searcher._beam_function(3).experimental_get_tracing_count() == 1
-    assert searcher._greedy.experimental_get_tracing_count() == 1
+    assert searcher._greedy_function().experimental_get_tracing_count() == 1
 
 
 def test_options_are_validated():
@@ -434,3 +434,23 @@ def test_options_are_validated():
 def test_hypothesis_defaults():
     assert Hypothesis([4], -1.5).normalized_score == -1.5
     assert Hypothesis([4], -1.5, -1.0).normalized_score == -1.0
+
+
+# --------------------------------------------------------------------------- XLA
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_xla_compiled_search_finds_the_same_outputs(models, batch, cell):
+    """`xla=True` (sources padded to a multiple of 8, loops compiled by XLA) finds the same
+    hypotheses as the graph loops, greedy and beam, with scores equal up to float rounding."""
+    _, searcher = models[cell]
+    src, max_len = batch
+    assert src.shape[1] % 8 != 0  # the XLA path pads
+    for options in (
+        {"beam_size": 1, "min_length": 2},
+        {"beam_size": BEAM, "n_best": 2, "length_penalty": 1.0, "word_reward": 0.5},
+    ):
+        plain = searcher.search(src, max_len, **options)
+        compiled = searcher.search(src, max_len, xla=True, **options)
+        assert_same(plain, compiled)
+    assert searcher._greedy_function(xla=True) is not searcher._greedy_function()

@@ -62,6 +62,7 @@ from translator.decoding.contract import StepModel, as_step_model
 BLOCKED = -1e9  # log-probability given to a forbidden EOS (min_length), as in greedy search
 TOPK_BLOCK = 64  # block size of the two-stage top-k over the vocabulary
 TOPK_BLOCKED_MIN_VOCAB = 1024  # vocabularies at least this large use the two-stage top-k
+XLA_LENGTH_MULTIPLE = 8  # with `xla`, sources are padded to a multiple of this (fewer compiles)
 
 
 @dataclass
@@ -171,7 +172,7 @@ class StepLoopState(NamedTuple):
     finished: tf.Tensor  # [B] bool
     scores: tf.Tensor  # [B] sums of log-probabilities
     state: Any  # the model's state nest
-    out: tf.TensorArray  # tokens per step
+    out: Any  # tokens per step: [L, B] (greedy: EOS where not written) or a TensorArray
 
 
 def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int, eos_id: int):
@@ -184,6 +185,9 @@ def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int,
 
     Returns:
         tokens [B, L] (EOS after the end) and scores [B] (sum of log-probabilities).
+
+    The tokens are written into a preallocated [L, B] tensor (not a growing TensorArray), so the
+    loop also compiles with XLA.
     """
     memory, state = model.start(src_ids)
     batch = tf.shape(src_ids)[0]
@@ -214,7 +218,8 @@ def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int,
             functools.partial(keep_where, s.finished), s.state, new_state
         )
         finished = tf.logical_or(s.finished, tf.equal(nxt, eos_id))
-        return (StepLoopState(s.t + 1, nxt, finished, scores, new_state, s.out.write(s.t, nxt)),)
+        out = tf.tensor_scatter_nd_update(s.out, [[s.t]], nxt[None])
+        return (StepLoopState(s.t + 1, nxt, finished, scores, new_state, out),)
 
     start = StepLoopState(
         t=tf.constant(0),
@@ -222,10 +227,10 @@ def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int,
         finished=tf.zeros([batch], tf.bool),
         scores=tf.zeros([batch], tf.float32),
         state=state,
-        out=tf.TensorArray(tf.int32, size=0, dynamic_size=True),
+        out=tf.fill([limit, batch], tf.constant(eos_id, tf.int32)),
     )
     (end,) = tf.while_loop(cond, body, (start,), maximum_iterations=limit)
-    return tf.transpose(end.out.stack()), end.scores
+    return tf.transpose(end.out), end.scores
 
 
 class _BeamState(NamedTuple):
@@ -389,42 +394,48 @@ class Searcher:
     def __init__(self, model: Any, *, bos_id: int, eos_id: int):
         self.model = as_step_model(model)
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
-        self._greedy = tf.function(
-            functools.partial(greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id),
-            input_signature=BATCH_SIGNATURE,
-            reduce_retracing=True,
-        )
-        self._beams: dict[int, Callable] = {}
+        self._functions: dict[tuple, Callable] = {}
 
-    def _beam_function(self, beam_size: int) -> Callable:
-        if beam_size not in self._beams:
-
-            def search(src_ids, max_lengths, min_length, alpha, word_reward):
-                return beam_loop(
-                    self.model,
-                    src_ids,
-                    max_lengths,
-                    min_length,
-                    alpha,
-                    beam_size,
-                    self.bos_id,
-                    self.eos_id,
-                    word_reward=word_reward,
-                )
-
-            self._beams[beam_size] = tf.function(
-                search,
-                input_signature=[
-                    *BATCH_SIGNATURE,
-                    tf.TensorSpec([], tf.float32),  # alpha
-                    tf.TensorSpec([], tf.float32),  # word_reward
-                ],
-                reduce_retracing=True,
+    def _compiled(self, key: tuple, fn: Callable, signature: list, xla: bool) -> Callable:
+        """One `tf.function` per search kind, beam size and `xla` (traced once per kind)."""
+        key = (*key, bool(xla))
+        if key not in self._functions:
+            self._functions[key] = tf.function(
+                fn, input_signature=signature, reduce_retracing=True, jit_compile=bool(xla)
             )
-        return self._beams[beam_size]
+        return self._functions[key]
+
+    def _greedy_function(self, xla: bool = False) -> Callable:
+        loop = functools.partial(greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id)
+        return self._compiled(("greedy",), loop, BATCH_SIGNATURE, xla)
+
+    def _beam_function(self, beam_size: int, xla: bool = False) -> Callable:
+        def search(src_ids, max_lengths, min_length, alpha, word_reward):
+            return beam_loop(
+                self.model,
+                src_ids,
+                max_lengths,
+                min_length,
+                alpha,
+                beam_size,
+                self.bos_id,
+                self.eos_id,
+                word_reward=word_reward,
+            )
+
+        signature = [
+            *BATCH_SIGNATURE,
+            tf.TensorSpec([], tf.float32),  # alpha
+            tf.TensorSpec([], tf.float32),  # word_reward
+        ]
+        return self._compiled(("beam", beam_size), search, signature, xla)
 
     def greedy(
-        self, src_ids: np.ndarray, max_lengths: np.ndarray, min_length: int = 0
+        self,
+        src_ids: np.ndarray,
+        max_lengths: np.ndarray,
+        min_length: int = 0,
+        xla: bool = False,
     ) -> list[Hypothesis]:
         """Greedy-decode a padded batch.
 
@@ -432,6 +443,8 @@ class Searcher:
             src_ids: [B, S] right-padded source ids.
             max_lengths: [B] maximum number of output tokens before EOS.
             min_length: EOS is forbidden before this many tokens.
+            xla: run the XLA-compiled loop (sources padded to a multiple of
+                `XLA_LENGTH_MULTIPLE`).
 
         Returns:
             One hypothesis per row (`normalized_score == score`).
@@ -439,8 +452,8 @@ class Searcher:
         _check_options(1, 1, 0.0, min_length)
         if src_ids.shape[0] == 0:
             return []
-        tokens, scores = self._greedy(
-            tf.constant(src_ids, tf.int32),
+        tokens, scores = self._greedy_function(xla)(
+            tf.constant(_pad_for_xla(src_ids) if xla else src_ids, tf.int32),
             tf.constant(max_lengths, tf.int32),
             tf.constant(min_length, tf.int32),
         )
@@ -459,6 +472,7 @@ class Searcher:
         length_penalty: float = 0.0,
         min_length: int = 0,
         word_reward: float = 0.0,
+        xla: bool = False,
     ) -> list[list[Hypothesis]]:
         """Beam-search a padded batch (always the beam loop, also for `beam_size=1`).
 
@@ -470,6 +484,7 @@ class Searcher:
             length_penalty: alpha of the GNMT length penalty (0: none).
             min_length: EOS is forbidden before this many tokens.
             word_reward: bonus per output token in the ranking score (0: none).
+            xla: run the XLA-compiled loop (see :meth:`greedy`).
 
         Returns:
             Per row, `n_best` distinct hypotheses sorted by normalised score, best first (fewer
@@ -478,9 +493,9 @@ class Searcher:
         _check_options(beam_size, n_best, length_penalty, min_length, word_reward)
         if src_ids.shape[0] == 0:
             return []
-        fn = self._beam_function(int(beam_size))
+        fn = self._beam_function(int(beam_size), xla)
         seq, lengths, scores, norm = fn(
-            tf.constant(src_ids, tf.int32),
+            tf.constant(_pad_for_xla(src_ids) if xla else src_ids, tf.int32),
             tf.constant(max_lengths, tf.int32),
             tf.constant(min_length, tf.int32),
             tf.constant(length_penalty, tf.float32),
@@ -511,6 +526,7 @@ class Searcher:
         length_penalty: float = 0.0,
         min_length: int = 0,
         word_reward: float = 0.0,
+        xla: bool = False,
     ) -> list[list[Hypothesis]]:
         """Decode a padded batch: greedy for `beam_size == 1`, else beam search.
 
@@ -527,9 +543,18 @@ class Searcher:
                 length_penalty=length_penalty,
                 min_length=min_length,
                 word_reward=word_reward,
+                xla=xla,
             )
-        hyps = self.greedy(src_ids, max_lengths, min_length=min_length)
+        hyps = self.greedy(src_ids, max_lengths, min_length=min_length, xla=xla)
         return [[_normalized(h, length_penalty, word_reward)] for h in hyps]
+
+
+def _pad_for_xla(src_ids: np.ndarray) -> np.ndarray:
+    """`src_ids` [B, S] padded to [B, S'] with S' the next multiple of `XLA_LENGTH_MULTIPLE`: XLA
+    compiles once per shape, and padding changes no result (the encoder and attention mask it)."""
+    src_ids = np.asarray(src_ids)
+    extra = -src_ids.shape[1] % XLA_LENGTH_MULTIPLE
+    return np.pad(src_ids, [(0, 0), (0, extra)]) if extra else src_ids
 
 
 def _check_options(

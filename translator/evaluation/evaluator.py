@@ -220,6 +220,7 @@ def _decode_settings(
     length_penalty: float | None,
     batch_size: int | None,
     word_reward: float | None = None,
+    xla: bool | None = None,
 ) -> dict:
     """The run's decoding settings with the given overrides, one hypothesis per sentence;
     `DecodeConfig` checks them (`ConfigError`, a `ValueError`, naming the option)."""
@@ -228,6 +229,7 @@ def _decode_settings(
         "length_penalty": length_penalty,
         "batch_size": batch_size,
         "word_reward": word_reward,
+        "xla": xla,
     }
     settings = run.decode.with_overrides(n_best=1, **given)
     return dataclasses.asdict(settings)
@@ -244,6 +246,7 @@ def evaluate(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     word_reward: float | None = None,
     seed: int | None = DEFAULT_SEED,
+    xla: bool | None = None,
     output_dir: str | Path | None = None,
     cache: bool = True,
     log: Callable[[str], Any] | None = None,
@@ -260,7 +263,8 @@ def evaluate(
             (`RUN_DIR/data/test.tsv`, named `test`).
         beam_sizes: one row per beam size; None: each run's configured beam size.
         metrics: among `bleu`, `chrf`, `ter`.
-        length_penalty, batch_size, word_reward: decoding overrides (None: each run's config).
+        length_penalty, batch_size, word_reward, xla: decoding overrides (None: each run's
+            config).
         bootstrap: resamples of sacrebleu's paired bootstrap test of each model against the
             first, per test set and decoding setting (0: no test; needs two or more models).
         seed: seed of the resampling (a positive integer; None: unseeded).
@@ -292,7 +296,9 @@ def evaluate(
     shared = load_test_sets(test_sets) if test_sets else None
     tests = {id(run): list(shared.values()) if shared else [_own_test_set(run)] for run in resolved}
     settings = {
-        id(run): [_decode_settings(run, b, length_penalty, batch_size, word_reward) for b in beams]
+        id(run): [
+            _decode_settings(run, b, length_penalty, batch_size, word_reward, xla) for b in beams
+        ]
         for run in resolved
     }
 
@@ -316,6 +322,7 @@ def _translate(run: _Run, test: TestSet, decode: dict) -> tuple[list[str], float
     translator = run.get_translator()
     options = {k: decode[k] for k in ("beam_size", "length_penalty", "batch_size")}
     options["word_reward"] = decode.get("word_reward", 0.0)
+    options["xla"] = decode.get("xla", False)
     warm_key = (decode["beam_size"], decode["length_penalty"])
     if warm_key not in run.warmed:
         # Trace the compiled search once so that sentences/s measures decoding, not tracing.
