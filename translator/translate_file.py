@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import itertools
 import sys
@@ -15,6 +17,7 @@ from tqdm import tqdm
 from translator.data.corpus import CorpusError, decode_line
 
 CHUNK_LINES = 2000
+IN_FLIGHT = 2  # chunks translated at once (see translate_stream)
 
 
 class OutputError(OSError):
@@ -30,6 +33,13 @@ def read_source_lines(source: BinaryIO | Iterator[str], name: str) -> Iterator[s
         elif lineno == 1 and line.startswith("\ufeff"):
             line = line[1:]
         yield line.rstrip("\r\n")
+
+
+def _translate_chunk(translator, chunk: list[str], options: dict) -> list:
+    n_best = options.get("n_best") or translator.decode.n_best
+    if n_best > 1:
+        return translator.translate_nbest(chunk, **options)
+    return translator.translate(chunk, **{k: v for k, v in options.items() if k != "n_best"})
 
 
 def _format(per_input, index: int, n_best: int) -> str:
@@ -92,20 +102,32 @@ def translate_stream(
         if output_path is not None:
             output_path.parent.mkdir(parents=True, exist_ok=True)
             out = open(output_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
-        while True:
-            chunk = list(itertools.islice(lines, chunk_lines))
-            if not chunk:
-                break
-            if n_best > 1:
-                results = translator.translate_nbest(chunk, **options)
-            else:
-                results = translator.translate(
-                    chunk, **{k: v for k, v in options.items() if k != "n_best"}
-                )
-            out.write("".join(_format(r, done + i, n_best) for i, r in enumerate(results)))
-            out.flush()
-            done += len(chunk)
-            progress.update(len(chunk))
+        # Two chunks in flight: while one is in the search (TensorFlow releases the GIL), the
+        # other is tokenised, batched or detokenised, so both cores stay busy. Outputs are
+        # written in input order.
+        # A bad input line ends the reading, not the chunks before it: they are written first.
+        pending: collections.deque = collections.deque()
+        bad_input: CorpusError | None = None
+        with concurrent.futures.ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+            while True:
+                while len(pending) < IN_FLIGHT and bad_input is None:
+                    try:
+                        chunk = list(itertools.islice(lines, chunk_lines))
+                    except CorpusError as e:
+                        bad_input = e
+                        break
+                    if not chunk:
+                        break
+                    pending.append(pool.submit(_translate_chunk, translator, chunk, options))
+                if not pending:
+                    break
+                results = pending.popleft().result()
+                out.write("".join(_format(r, done + i, n_best) for i, r in enumerate(results)))
+                out.flush()
+                done += len(results)
+                progress.update(len(results))
+        if bad_input is not None:
+            raise bad_input
         if output_path is not None:
             out.close()
     except OSError as e:
