@@ -177,6 +177,7 @@ def cmd_bench(args) -> int:
         export=not args.no_export,
         reference=args.reference,
         roof_size=args.roof_size,
+        xla=args.xla,
     )
     if args.json != "-":  # `--json` alone: only JSON on stdout, for `| jq`
         print(format_report(results), flush=True)
@@ -353,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2048,
         metavar="N",
         help="matrix size of the tf.matmul that measures the roof (default 2048)",
+    )
+    p.add_argument(
+        "--xla",
+        action="store_true",
+        help="also decode greedy and beam 5 (batch 64) as XLA-compiled loops (decode.xla), timed "
+        "after a pass that compiles every batch shape",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -187,3 +187,19 @@ def test_bench_json_alone_prints_only_json(tiny_attention_run):
     assert results["roof"]["matrix_size"] == 128
     assert results["train"]["gflops"] > 0 and "roof_fraction" in results["greedy_b64"]
     assert "[bench] train:" in r.stderr  # progress goes to stderr
+
+
+def test_xla_decoding_throughput_warms_up_every_shape(tiny_attention_run):
+    from translator.benchmark import decoding_throughput
+    from translator.data.corpus import read_tsv
+    from translator.rundir import RunDir
+    from translator.translate import Translator
+
+    translator = Translator.load(tiny_attention_run)
+    sources = [p.src for p in read_tsv(RunDir(tiny_attention_run).split("test"))][:24]
+    graph = decoding_throughput(translator, sources, beam_size=2, batch_size=8)
+    xla = decoding_throughput(
+        translator, sources, warm_up_all=True, beam_size=2, batch_size=8, xla=True
+    )
+    assert xla["warm_up_seconds"] > 0 and "warm_up_seconds" not in graph
+    assert xla["output_tokens"] == graph["output_tokens"]  # the same outputs

@@ -263,17 +263,23 @@ def decoding_throughput(
     *,
     counts: FlopCounts | None = None,
     roof: dict | None = None,
+    warm_up_all: bool = False,
     **options,
 ) -> dict:
     """Sentences/s and output tokens/s (EOS included) of `translator` on `sources` (after a
-    warm-up batch).
+    warm-up batch; with `warm_up_all`, after a pass over all of them, timed as
+    `warm_up_seconds`: XLA compiles once per batch shape).
 
     With `counts` (the model's :class:`~translator.flops.FlopCounts`) also `flops`, the useful
     decoding FLOPs of the sentences (:func:`translator.flops.decoding_flops`: source lengths from
     the tokenizer, output lengths from the best hypotheses, the beam size of `options`), `gflops`
     and, with a `roof`, `roof_fraction`; `precision` is the model's dtype policy.
     """
-    translator.translate_hypotheses(sources[: options.get("batch_size", 64)], **options)
+    t0 = time.perf_counter()
+    translator.translate_hypotheses(
+        sources if warm_up_all else sources[: options.get("batch_size", 64)], **options
+    )
+    warm_up = time.perf_counter() - t0
     t0 = time.perf_counter()
     hyps = translator.translate_hypotheses(sources, **options)
     seconds = time.perf_counter() - t0
@@ -287,6 +293,8 @@ def decoding_throughput(
         "output_tokens": tokens,
         "tokens_per_s": round(tokens / seconds, 1),
     }
+    if warm_up_all:
+        figures["warm_up_seconds"] = round(warm_up, 3)
     if counts is not None:
         beam = translator.settings(**options).beam_size
         precision = translator.model.dtype_policy.name
@@ -418,6 +426,7 @@ def run_benchmarks(
     export: bool = True,
     reference: bool = False,
     roof_size: int = 2048,
+    xla: bool = False,
 ) -> dict:
     """Measure training and decoding throughput of a trained run on its own data splits.
 
@@ -437,7 +446,10 @@ def run_benchmarks(
       `naive` (each with `sentences_per_s` and `tokens_per_s`), and, with `export`
       (SentencePiece runs), `export_greedy_b64` and `export_beam5_b64`: the same sentences
       through the SavedModel export, with the ratios `export_vs_python_greedy` and
-      `export_vs_python_beam5`.
+      `export_vs_python_beam5`;
+    - with `xla`: `greedy_b64_xla` and `beam5_b64_xla`, the same decoding as XLA-compiled loops
+      (`decode.xla`), timed after a pass that compiles every batch shape (`warm_up_seconds`),
+      and the ratios `xla_vs_graph_greedy` and `xla_vs_graph_beam5`.
 
     Every throughput entry also has `flops` (useful FLOPs of the timed work), `gflops`,
     `roof_fraction` (of the roof of its `precision`, see :func:`roof_for`) and `roof_precision`.
@@ -511,6 +523,22 @@ def run_benchmarks(
             translator, sources, counts=decode_counts, roof=roof, beam_size=beam, batch_size=batch
         )
         report(key, figures)
+    if xla:
+        for name, beam in (("greedy", 1), ("beam5", 5)):
+            figures = decoding_throughput(
+                translator,
+                test,
+                counts=decode_counts,
+                roof=roof,
+                warm_up_all=True,
+                beam_size=beam,
+                batch_size=64,
+                xla=True,
+            )
+            report(f"{name}_b64_xla", figures)
+            results[f"xla_vs_graph_{name}"] = round(
+                figures["sentences_per_s"] / results[f"{name}_b64"]["sentences_per_s"], 3
+            )
     if export and cfg.tokenizer.type == "sentencepiece":
         for name, beam in (("greedy", 1), ("beam5", 5)):
             key = f"export_{name}_b64"
@@ -549,6 +577,8 @@ RATIOS = (
     "beam5_b64_vs_greedy_b64",
     "export_vs_python_greedy",
     "export_vs_python_beam5",
+    "xla_vs_graph_greedy",
+    "xla_vs_graph_beam5",
 )
 
 
