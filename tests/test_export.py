@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.pipelines.helpers import cli
+from tests.pipelines.helpers import run_main
 
 # Inputs that must behave exactly as in the Python API: padding (mixed lengths in one batch),
 # empty and blank strings, Unicode whitespace and composition, an over-long input, duplicates.
@@ -86,13 +86,14 @@ def test_export_backend_answers_as_python_api(tiny_attention_run, tiny_attention
 
 
 def test_cli_export_greedy_with_check(tiny_attention_run, tmp_path):
-    """As a user types it, with relative paths: a greedy export, loaded stand-alone, translates
-    the test split and the edge cases exactly as the Python API."""
+    """As a user types it, with relative paths (`main` in this process; the check loads the export
+    in a stand-alone subprocess): a greedy export translates the test split and the edge cases
+    exactly as the Python API."""
     shutil.copytree(tiny_attention_run, tmp_path / "runs" / "tiny")
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("\n".join(_test_sources(tiny_attention_run) + EDGE_CASES) + "\n")
     out = tmp_path / "exports" / "tiny"
-    r = cli(
+    r = run_main(
         "export", "runs/tiny", "exports/tiny", "--beam-size", "1", "--check", sentences.name,
         cwd=tmp_path,
     )  # fmt: skip
@@ -103,7 +104,7 @@ def test_cli_export_greedy_with_check(tiny_attention_run, tmp_path):
     assert json.loads((out / "translator_export.json").read_text())["decode"]["beam_size"] == 1
 
     # An existing export is not overwritten without --force.
-    r = cli("export", "runs/tiny", "exports/tiny", cwd=tmp_path)
+    r = run_main("export", "runs/tiny", "exports/tiny", cwd=tmp_path)
     assert r.returncode == 2
     assert "already exists" in r.stderr and "--force" in r.stderr
     assert "Traceback" not in r.stderr

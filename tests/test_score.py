@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.pipelines.helpers import cli
+from tests.pipelines.helpers import cli, run_main
 
 
 def _pairs(run, n=24) -> list[tuple[str, str]]:
@@ -152,13 +152,13 @@ def test_cli_scores_a_tsv_file_and_aligned_files(translators, tiny_run, tmp_path
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("".join(f"{s}\t{r}\n" for s, r in pairs), encoding="utf-8")
     want = _expected_lines(translators["lstm"], pairs)
-    r = cli("score", tiny_run, "--input", tsv, "--batch-size", "4")
+    r = run_main("score", tiny_run, "--input", tsv, "--batch-size", "4")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == want
     assert want[-1] == "0.000000\t0.000000\t1"
     total, per_token, tokens = want[0].split("\t")
     assert float(per_token) == pytest.approx(float(total) / int(tokens), abs=1e-5)
-    # SRC_FILE,TGT_FILE, written atomically to --output.
+    # SRC_FILE,TGT_FILE, written atomically to --output; in a subprocess, whose stderr is seen whole.
     src, tgt = tmp_path / "test.de", tmp_path / "test.en"
     src.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
     tgt.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
@@ -175,7 +175,7 @@ def test_cli_scores_with_an_ensemble(translators, tiny_run, tiny_attention_run, 
     pairs = _pairs(tiny_run, 5)
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("".join(f"{s}\t{r}\n" for s, r in pairs), encoding="utf-8")
-    r = cli("score", f"{tiny_run}+{tiny_attention_run}", "--input", tsv)
+    r = run_main("score", f"{tiny_run}+{tiny_attention_run}", "--input", tsv)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == _expected_lines(translators["ensemble"], pairs)
 
@@ -195,8 +195,8 @@ def test_cli_score_errors(tiny_run, tmp_path):
         (["--input", bad, "--batch-size", "0"], "--batch-size: must be at least 1"),
         (["--input", bad, "--output", tmp_path], "is a directory"),
     )
-    for args, message in cases:
-        r = cli("score", tiny_run, *args)
+    for args, message in cases:  # `main` in this process; the last error in a subprocess
+        r = run_main("score", tiny_run, *args)
         assert r.returncode == 2, r.stderr
         assert message in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()  # nothing is written when scoring fails

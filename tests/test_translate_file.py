@@ -5,7 +5,7 @@ import io
 from translator.translate import Translator
 from translator.translate_file import translate_stream
 
-from .pipelines.helpers import cli
+from .pipelines.helpers import run_main
 
 SENTENCES = [
     "Das Auto steht in der Garage.",
@@ -69,7 +69,11 @@ def test_resume_n_best_drops_an_incomplete_input(tiny_run, tmp_path):
 
 
 def test_cli_n_best_and_resume(tiny_run, tmp_path):
-    r = cli("translate", tiny_run, "--beam-size", "4", "--n-best", "3", SENTENCES[0], SENTENCES[1])
+    """`translator translate` (its `main`, in this process; tests/pipelines/test_cli.py runs it in a
+    subprocess too)."""
+    r = run_main(
+        "translate", tiny_run, "--beam-size", "4", "--n-best", "3", SENTENCES[0], SENTENCES[1]
+    )
     assert r.returncode == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert len(rows) == 6 and [int(x[0]) for x in rows] == [0, 0, 0, 1, 1, 1]
@@ -77,7 +81,7 @@ def test_cli_n_best_and_resume(tiny_run, tmp_path):
     src.write_text("".join(s + "\n" for s in SENTENCES), encoding="utf-8")
     out = tmp_path / "out.txt"
     out.write_text("stale first line\n", encoding="utf-8")
-    r = cli("translate", tiny_run, "--input", src, "--output", out, "--resume")
+    r = run_main("translate", tiny_run, "--input", src, "--output", out, "--resume")
     assert r.returncode == 0, r.stderr
     lines = out.read_text(encoding="utf-8").split("\n")[:-1]
     assert lines[0] == "stale first line" and len(lines) == len(SENTENCES)

@@ -9,7 +9,7 @@ import yaml
 from translator.pipelines.stages import tokenizer_section, train_section
 
 from tests.conftest import TINY
-from tests.pipelines.helpers import cli
+from tests.pipelines.helpers import cli, run_main
 from translator.config import ConfigError, load_config
 from translator.data.tokenizers import load_tokenizer, train_tokenizer
 
@@ -23,10 +23,10 @@ OVERRIDES = [
 @pytest.fixture(scope="module")
 def joint_run(tmp_path_factory):
     """`translator run configs/tiny.yaml` with a joint vocabulary and unigram subword sampling
-    (2 epochs, Luong attention), as a user types it; returns the run directory and the process
-    result."""
+    (2 epochs, Luong attention), as a user types it (`main`, in this process); returns the run
+    directory and the command's result."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny-joint"
-    result = cli("run", TINY, "--run-dir", run_dir, *OVERRIDES)
+    result = run_main("run", TINY, "--run-dir", run_dir, *OVERRIDES)
     assert result.returncode == 0, result.stderr
     return run_dir, result
 
@@ -44,8 +44,8 @@ def test_run_with_joint_vocab_and_sampling(joint_run):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["tokenizer"]["joint_vocab"] is True
     assert saved["train"]["sampling_alpha"] == 0.1
-    # Nothing changed: a second run skips every stage.
-    again = cli("run", TINY, "--run-dir", run_dir, *OVERRIDES)
+    # Nothing changed: a second run (`main` in this process) skips every stage.
+    again = run_main("run", TINY, "--run-dir", run_dir, *OVERRIDES)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped: up to date") == 4
 

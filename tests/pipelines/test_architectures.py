@@ -10,7 +10,7 @@ from translator.config import load_config
 from translator.translate import Translator
 
 from ..conftest import ROOT
-from .helpers import cli
+from .helpers import run_main
 
 CONFIGS = sorted((ROOT / "configs" / "ding-de-en").glob("*.yaml"))
 
@@ -55,7 +55,7 @@ def test_config_trains_and_decodes(cfg_path, tiny_run, tmp_path):
     assert t.translate(sentences[:2], beam_size=1, batch_size=1) == greedy[:2]
     if cfg.model.decoder.attention != "none":
         png = tmp_path / "alignment.png"
-        r = cli("translate", run, sentences[0], "--beam-size", "2", "--plot-attention", png)
+        r = run_main("translate", run, sentences[0], "--beam-size", "2", "--plot-attention", png)
         assert r.returncode == 0, r.stderr
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert r.stdout.strip() == t.translate(sentences[0], beam_size=2)

@@ -1,11 +1,15 @@
 """Bad input through the CLI: one clear line, exit code 2, nothing passed off as complete; and a
-quiet command line (no TensorFlow start-up lines, no progress-bar frames in a log)."""
+quiet command line (no TensorFlow start-up lines, no progress-bar frames in a log).
+
+Each kind of error is met once in a subprocess, as a shell sees it (its exit status, and nothing
+before the error line, not even TensorFlow's start-up lines); the other cases of the kind run `main`
+in this process (`run_main`), which saves a TensorFlow import per case."""
 
 import subprocess
 import sys
 
 from ..conftest import ROOT, TINY
-from .helpers import cli
+from .helpers import cli, run_main
 
 
 def _clean_error(r, *fragments):
@@ -24,7 +28,7 @@ def test_decoding_options_are_checked_before_the_model_loads(tiny_run):
 
 
 def test_input_and_output_problems_are_one_line_errors(tiny_run, tmp_path):
-    _clean_error(cli("translate", tiny_run, "--input", tmp_path), str(tmp_path), "directory")
+    _clean_error(run_main("translate", tiny_run, "--input", tmp_path), str(tmp_path), "directory")
     # Invalid UTF-8 on stdin: the line is named, and the output file keeps the complete inputs only.
     out = tmp_path / "out.txt"
     r = subprocess.run(
@@ -38,12 +42,14 @@ def test_input_and_output_problems_are_one_line_errors(tiny_run, tmp_path):
     _clean_error(r, "<stdin>:2: invalid UTF-8", str(out))
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"Das Haus.\nDer Hund.\n\xff kaputt\n")
-    _clean_error(cli("translate", tiny_run, "--input", bad), f"{bad}:3: invalid UTF-8")
+    _clean_error(run_main("translate", tiny_run, "--input", bad), f"{bad}:3: invalid UTF-8")
     # An output that cannot be written: a full disk, a path under a file.
-    _clean_error(cli("translate", tiny_run, "Das Haus.", "--output", "/dev/full"), "/dev/full")
+    _clean_error(run_main("translate", tiny_run, "Das Haus.", "--output", "/dev/full"), "/dev/full")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    _clean_error(cli("translate", tiny_run, "Das Haus.", "--output", blocker / "out.txt"), blocker)
+    _clean_error(
+        run_main("translate", tiny_run, "Das Haus.", "--output", blocker / "out.txt"), blocker
+    )
 
 
 def test_output_with_sentences_writes_the_file(tiny_run, tmp_path):
@@ -56,7 +62,7 @@ def test_output_with_sentences_writes_the_file(tiny_run, tmp_path):
 def test_a_byte_order_mark_is_not_part_of_the_first_sentence(tiny_run, tmp_path):
     src = tmp_path / "bom.txt"
     src.write_bytes("\ufeffDas Haus.\nDas Haus.\n".encode())
-    r = cli("translate", tiny_run, "--input", src)
+    r = run_main("translate", tiny_run, "--input", src)
     assert r.returncode == 0, r.stderr
     first, second = r.stdout.splitlines()
     assert first == second
@@ -77,16 +83,16 @@ def test_config_file_problems_are_one_line_errors(tmp_path):
     _clean_error(cli("prepare", tmp_path), str(tmp_path), "directory")
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing here\n")
-    _clean_error(cli("prepare", empty), "empty config")
+    _clean_error(run_main("prepare", empty), "empty config")
     for override, key in (
         ("train.max_minutes=-5", "train.max_minutes"),
         ("train.patience=0", "train.patience"),
         ("decode.length_penalty=.nan", "decode.length_penalty"),
     ):
-        _clean_error(cli("prepare", TINY, "--set", override), key)
+        _clean_error(run_main("prepare", TINY, "--set", override), key)
     bom = tmp_path / "bom.yaml"
     bom.write_bytes(b"\xef\xbb\xbf" + TINY.read_bytes())
-    r = cli("prepare", bom, "--run-dir", tmp_path / "run")
+    r = run_main("prepare", bom, "--run-dir", tmp_path / "run")
     assert r.returncode == 0, r.stderr
 
 

@@ -1,5 +1,6 @@
 """Damaged run-directory files: an error that names the file and says what to do, or, for the latest
-checkpoint, a fallback to the one before it (through the CLI, as a user meets them)."""
+checkpoint, a fallback to the one before it (through the CLI, as a user meets them: training in a
+subprocess, the error messages from `main` in this process)."""
 
 import csv
 import shutil
@@ -13,7 +14,7 @@ from translator.rundir import RunDir
 from translator.training.trainer import resume
 
 from ..conftest import TINY
-from .helpers import cli
+from .helpers import cli, run_main
 
 
 def _copy(tiny_run, tmp_path):
@@ -37,14 +38,14 @@ def test_corrupt_files_are_named_in_the_error(tiny_run, tmp_path):
         path = run_dir / rel
         good = path.read_bytes()
         path.write_bytes(content)
-        r = cli("translate", run_dir, "Das Haus.")
+        r = run_main("translate", run_dir, "Das Haus.")
         assert r.returncode == 2, r.stderr
         assert str(path) in r.stderr and says in r.stderr and "Traceback" not in r.stderr
         assert "File not found" not in r.stderr
         path.write_bytes(good)
     marker = run_dir / "stages" / "tokenize.json"
     marker.write_text("{not json")
-    r = cli("run", TINY, "--run-dir", run_dir)
+    r = run_main("run", TINY, "--run-dir", run_dir)
     assert r.returncode == 2 and str(marker) in r.stderr and "delete it" in r.stderr, r.stderr
 
 
@@ -78,7 +79,7 @@ def test_a_damaged_state_file_falls_back_in_process(tiny_run, tmp_path):
 
 def test_force_trains_from_scratch_and_says_so(tiny_run, tmp_path):
     run_dir = _copy(tiny_run, tmp_path)
-    r = cli("train", TINY, "--run-dir", run_dir, "--force", "--set", "train.epochs=2")
+    r = run_main("train", TINY, "--run-dir", run_dir, "--force", "--set", "train.epochs=2")
     assert r.returncode == 0, r.stderr
     assert "training from scratch" in r.stdout and "resuming" not in r.stdout
     assert _epochs(run_dir) == [1, 2]

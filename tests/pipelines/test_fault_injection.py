@@ -1,5 +1,6 @@
-"""Training killed (SIGKILL) at random moments, seeded, then rerun: every rerun resumes, and the run
-ends with a loadable model and a metrics.csv without duplicated or missing epochs."""
+"""Training killed (SIGKILL) at chosen kinds of moments, with seeded random delays, then rerun:
+every rerun resumes, and the run ends with a loadable model and a metrics.csv without duplicated or
+missing epochs."""
 
 import csv
 import os
@@ -8,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -16,8 +18,20 @@ import translator.models  # noqa: F401  (registers the custom classes)
 
 from ..conftest import TINY
 
-EPOCHS = 15
-KILLS = 10
+EPOCHS = 4
+STEPS = 5  # per epoch (of 20): short epochs, the same writes at their ends
+# One rerun per entry, killed at a moment found by watching the run directory and the process's
+# output (not by the clock alone, so that each kind of moment is hit on a slow machine as on a fast
+# one), after a seeded random delay where the kind allows one:
+#   checkpoint  the end-of-epoch writes are under way: a temporary file is there in checkpoints/
+#               (in a fresh run, before the first checkpoint is whole; in a resumed one, with
+#               `last.keras` and `state.json` moved to `previous.*` and the new pair not yet whole);
+#   start-up    the process holds the run directory's lock and is reading the data, the
+#               tokenizers and the checkpoint it resumes from, or building the model (Keras has
+#               not begun an epoch);
+#   epoch       the process has finished an epoch (and its checkpoint) and is training the next.
+KILLS = ("checkpoint", "start-up", "epoch", "checkpoint")
+TIMEOUT = 300  # seconds a rerun may take to reach its moment
 
 
 def _epochs(run_dir):
@@ -28,18 +42,65 @@ def _epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def _train(run_dir):
-    return subprocess.Popen(
-        [sys.executable, "-m", "translator.pipelines.cli", "train", str(TINY)]
-        + ["--run-dir", str(run_dir), "--set", f"train.epochs={EPOCHS}"]
-        # no early stopping: a killed epoch is redone from its checkpoint, so the scores (and when
-        # patience runs out) depend on where the kills fell
-        + ["--set", f"train.patience={EPOCHS}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+def _temporary_files(run_dir, *dirs):
+    return [
+        name
+        for d in dirs
+        if (run_dir / d).is_dir()
+        for name in os.listdir(run_dir / d)
+        if name.startswith(".") and ".tmp" in name
+    ]
+
+
+def _train(run_dir, log):
+    """`translator train` with its stdout and stderr in files (read while it runs)."""
+    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "translator.pipelines.cli", "train", str(TINY)]
+            + ["--run-dir", str(run_dir), "--set", f"train.epochs={EPOCHS}"]
+            + ["--set", f"train.steps_per_epoch={STEPS}"]
+            # no early stopping: a killed epoch is redone from its checkpoint, so the scores (and
+            # when patience runs out) depend on where the kills fell
+            + ["--set", f"train.patience={EPOCHS}"],
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+
+
+def _output(log):
+    return log.with_suffix(".out").read_text() + log.with_suffix(".err").read_text()
+
+
+def _wait_for(proc, log, reached, interval=0.002):
+    """Poll `reached()` until it is true; the process must still be running."""
+    deadline = time.monotonic() + TIMEOUT
+    while not reached():
+        assert proc.poll() is None, f"the rerun ended before its kill:\n{_output(log)}"
+        assert time.monotonic() < deadline, f"no kill moment within {TIMEOUT} s:\n{_output(log)}"
+        time.sleep(interval)
+
+
+def _lines(log, start):
+    """How many lines of the process's stdout so far begin with `start`."""
+    return ("\n" + log.with_suffix(".out").read_text()).count("\n" + start)
+
+
+def _kill_at(kind, proc, run_dir, log, rng):
+    # Keras prints `Epoch N/M` as an epoch begins; the trainer `epoch N: ...` once it is saved.
+    if kind == "start-up":
+        lock = run_dir / ".lock"
+        _wait_for(proc, log, lambda: lock.is_file() and lock.read_text().strip() == str(proc.pid))
+        until = time.monotonic() + rng.uniform(0.0, 1.5)
+        _wait_for(proc, log, lambda: time.monotonic() > until or _lines(log, "Epoch "), 0.01)
+    elif kind == "checkpoint":
+        _wait_for(proc, log, lambda: _temporary_files(run_dir, "checkpoints"))
+    elif kind == "epoch":
+        _wait_for(proc, log, lambda: _lines(log, "Epoch ") >= 2)
+        time.sleep(rng.uniform(0.0, 0.1))  # into it (its 5 steps take longer on any machine)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, _output(log)
 
 
 def test_training_survives_kill_9_at_random_points(tiny_run, tmp_path):
@@ -50,23 +111,27 @@ def test_training_survives_kill_9_at_random_points(tiny_run, tmp_path):
     for rel in ("model.keras", "stages/train.json", "stages/evaluate.json"):
         (run_dir / rel).unlink()
     rng = random.Random(13)
-    killed = 0
-    for _ in range(KILLS):
-        proc = _train(run_dir)
+    half_written, done = 0, []
+    for i, kind in enumerate(KILLS):
+        log = tmp_path / f"rerun-{i}-{kind}"
+        proc = _train(run_dir, log)
         try:
-            proc.wait(timeout=rng.uniform(2.0, 10.0))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.communicate(timeout=60)
-        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
-        done = _epochs(run_dir)
-        assert done == list(range(1, len(done) + 1)), done  # consecutive, none twice
-    assert killed >= KILLS // 2, killed  # the kills fell in start-up, epochs and checkpoints
-    proc = _train(run_dir)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    assert _epochs(run_dir) == list(range(1, EPOCHS + 1)), out + err
+            _kill_at(kind, proc, run_dir, log, rng)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        before, done = done, _epochs(run_dir)
+        assert done == list(range(1, len(done) + 1)), (kind, done)  # consecutive, none twice
+        assert len(done) >= len(before), (kind, before, done)  # none lost: it resumed
+        half_written += bool(_temporary_files(run_dir, ".", "checkpoints", "logs"))
+    assert half_written, "no kill fell inside a write"  # so the clean-up below is tested
+    log = tmp_path / "final"
+    proc = _train(run_dir, log)
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, _output(log)
+    assert "resuming from" in log.with_suffix(".out").read_text(), _output(log)
+    assert _epochs(run_dir) == list(range(1, EPOCHS + 1)), _output(log)
     model = keras.saving.load_model(run_dir / "model.keras", compile=False)
     src = np.array([[5, 6, 7]], np.int32)
     assert model((src, src)).shape[-1] == model.tgt_vocab_size

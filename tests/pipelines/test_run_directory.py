@@ -1,5 +1,6 @@
 """The run directory is trustworthy: one writer at a time, a config that matches its artifacts,
-names that stay inside runs/ (through the CLI, as a user meets them)."""
+names that stay inside runs/ (through the CLI, as a user meets them: in a subprocess where a second
+process is the point, else `main` in this process)."""
 
 import os
 import shutil
@@ -13,7 +14,7 @@ import yaml
 from translator.rundir import RunDir
 
 from ..conftest import TINY
-from .helpers import cli
+from .helpers import cli, run_main
 
 HOLD = """
 import sys, time
@@ -56,25 +57,27 @@ def test_config_is_written_only_with_the_artifacts_it_describes(tiny_run, tmp_pa
     before = (run_dir / "config.yaml").read_text()
     # A stage that is skipped, or runs on other sections, must not change what config.yaml says
     # about the tokenizers and the model.
-    r = cli(
+    r = run_main(
         "run", TINY, "--run-dir", run_dir, "--stages", "prepare", "--set", "tokenizer.type=word"
     )
     assert r.returncode == 0, r.stderr
     assert (run_dir / "config.yaml").read_text() == before
-    r = cli("translate", run_dir, "Das Haus ist alt.")
+    r = run_main("translate", run_dir, "Das Haus ist alt.")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     # A skipped stage (the model is up to date with the tokenizers it was trained on) and a stage
     # that fails write nothing either.
-    r = cli("run", TINY, "--run-dir", run_dir, "--stages", "train", "--set", "tokenizer.type=word")
+    r = run_main(
+        "run", TINY, "--run-dir", run_dir, "--stages", "train", "--set", "tokenizer.type=word"
+    )
     assert r.returncode == 0 and "skipped" in r.stdout, r.stderr
     assert (run_dir / "config.yaml").read_text() == before
     missing = tmp_path / "missing.tsv"
     overrides = ["--set", "data.corpus=tsv", "--set", f"data.train={missing}"]
-    r = cli("run", TINY, "--run-dir", run_dir, "--stages", "prepare", *overrides)
+    r = run_main("run", TINY, "--run-dir", run_dir, "--stages", "prepare", *overrides)
     assert r.returncode == 2 and str(missing) in r.stderr, r.stderr
     assert (run_dir / "config.yaml").read_text() == before
     # A stage that runs records its own sections only.
-    r = cli(
+    r = run_main(
         "run", TINY, "--run-dir", run_dir, "--stages", "evaluate", "--set", "decode.beam_size=2"
     )
     assert r.returncode == 0, r.stderr
@@ -86,10 +89,10 @@ def test_config_names_cannot_leave_runs(tmp_path):
     for name in ("../../escape", "/tmp/escape", "a/../../b", "~/escape", ""):
         config = tmp_path / "c.yaml"
         config.write_text(TINY.read_text() + f"\nname: {name!r}\n")
-        r = cli("prepare", config, cwd=tmp_path)
+        r = run_main("prepare", config, cwd=tmp_path)
         assert r.returncode == 2, (name, r.stderr)
         assert "name" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
     # An explicit --run-dir is the user's choice.
-    r = cli("prepare", TINY, "--run-dir", tmp_path / "elsewhere")
+    r = run_main("prepare", TINY, "--run-dir", tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr

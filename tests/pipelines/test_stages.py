@@ -73,7 +73,8 @@ def test_resume_after_interrupted_training(tiny_run, tmp_path):
 
     run = tmp_path / "resume"
     shutil.copytree(tiny_run / "data", run / "data")
-    cfg1 = load_config(TINY, overrides=["train.epochs=1"])
+    steps = "train.steps_per_epoch=5"  # of 20: what is checked is the count, not its size
+    cfg1 = load_config(TINY, overrides=["train.epochs=1", steps])
     ctx1 = Context(cfg1, run, verbose=0)
     run_stage(ctx1, "prepare")
     run_stage(ctx1, "tokenize")
@@ -86,7 +87,7 @@ def test_resume_after_interrupted_training(tiny_run, tmp_path):
     assert iterations > 0
     # Simulate a kill mid-run: the stage marker of train never got written.
     (run / "stages" / "train.json").unlink()
-    ctx2 = Context(load_config(TINY, overrides=["train.epochs=2"]), run, verbose=0)
+    ctx2 = Context(load_config(TINY, overrides=["train.epochs=2", steps]), run, verbose=0)
     run_stage(ctx2, "train")
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 2
