@@ -83,7 +83,7 @@ def cmd_serve(args) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return serve(
+        code = serve(
             backend,
             host=args.host,
             port=args.port,
@@ -97,5 +97,8 @@ def cmd_serve(args) -> int:
         print(f"translator: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and re-raised Ctrl-C
-        print("translator: server stopped", file=sys.stderr)
-        return 0
+        code = 0
+    # Also after a normal return: uvicorn re-raises a captured Ctrl-C into asyncio's own SIGINT
+    # handler, which turns it into KeyboardInterrupt only if the server's task is still running.
+    print("translator: server stopped", file=sys.stderr)
+    return code
