@@ -23,14 +23,16 @@ STEPS = 5  # per epoch (of 20): short epochs, the same writes at their ends
 # One rerun per entry, killed at a moment found by watching the run directory and the process's
 # output (not by the clock alone, so that each kind of moment is hit on a slow machine as on a fast
 # one), after a seeded random delay where the kind allows one:
-#   checkpoint  the end-of-epoch writes are under way: a temporary file is there in checkpoints/
-#               (in a fresh run, before the first checkpoint is whole; in a resumed one, with
-#               `last.keras` and `state.json` moved to `previous.*` and the new pair not yet whole);
+#   log         the end-of-epoch writes are under way in logs/ (`metrics.csv`, the learning
+#               curve): a temporary file is there, the epoch's checkpoint is whole;
+#   checkpoint  the end-of-epoch writes are under way in checkpoints/: a temporary file is there,
+#               `last.keras` and `state.json` are moved to `previous.*` and the new pair is not
+#               yet whole;
 #   start-up    the process holds the run directory's lock and is reading the data, the
 #               tokenizers and the checkpoint it resumes from, or building the model (Keras has
 #               not begun an epoch);
 #   epoch       the process has finished an epoch (and its checkpoint) and is training the next.
-KILLS = ("checkpoint", "start-up", "epoch", "checkpoint")
+KILLS = ("log", "start-up", "epoch", "checkpoint")
 TIMEOUT = 300  # seconds a rerun may take to reach its moment
 
 
@@ -93,8 +95,9 @@ def _kill_at(kind, proc, run_dir, log, rng):
         _wait_for(proc, log, lambda: lock.is_file() and lock.read_text().strip() == str(proc.pid))
         until = time.monotonic() + rng.uniform(0.0, 1.5)
         _wait_for(proc, log, lambda: time.monotonic() > until or _lines(log, "Epoch "), 0.01)
-    elif kind == "checkpoint":
-        _wait_for(proc, log, lambda: _temporary_files(run_dir, "checkpoints"))
+    elif kind in ("log", "checkpoint"):
+        where = "logs" if kind == "log" else "checkpoints"
+        _wait_for(proc, log, lambda: _temporary_files(run_dir, where))
     elif kind == "epoch":
         _wait_for(proc, log, lambda: _lines(log, "Epoch ") >= 2)
         time.sleep(rng.uniform(0.0, 0.1))  # into it (its 5 steps take longer on any machine)

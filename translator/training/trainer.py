@@ -204,7 +204,12 @@ def _train(
     bleu_pairs = valid_pairs[: tc.valid_bleu_pairs] if tc.valid_bleu_pairs else valid_pairs
 
     # Temporary files of writes that a kill interrupted (they are never read).
-    for leftover in [*run.checkpoints.glob(".*.tmp*"), *run.path.glob(".model.keras.*.tmp*")]:
+    leftovers = [
+        *run.checkpoints.glob(".*.tmp*"),
+        *run.logs.glob(".*.tmp*"),  # metrics.csv, the learning curve
+        *run.path.glob(".model.keras.*.tmp*"),
+    ]
+    for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     with strategy.scope():
         found = None if from_scratch else resume(run, fingerprint)
