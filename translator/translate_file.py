@@ -35,8 +35,7 @@ def read_source_lines(source: BinaryIO | Iterator[str], name: str) -> Iterator[s
         yield line.rstrip("\r\n")
 
 
-def _translate_chunk(translator, chunk: list[str], options: dict) -> list:
-    n_best = options.get("n_best") or translator.decode.n_best
+def _translate_chunk(translator, chunk: list[str], options: dict, n_best: int) -> list:
     if n_best > 1:
         return translator.translate_nbest(chunk, **options)
     return translator.translate(chunk, **{k: v for k, v in options.items() if k != "n_best"})
@@ -118,7 +117,9 @@ def translate_stream(
                         break
                     if not chunk:
                         break
-                    pending.append(pool.submit(_translate_chunk, translator, chunk, options))
+                    pending.append(
+                        pool.submit(_translate_chunk, translator, chunk, options, n_best)
+                    )
                 if not pending:
                     break
                 results = pending.popleft().result()
