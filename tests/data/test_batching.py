@@ -45,3 +45,20 @@ def test_padding_helpers():
     assert pad_batch([[5, 6], [7]]).tolist() == [[5, 6], [7, 0]]
     batches = length_sorted_batches([3, 9, 1, 5], 2)
     assert batches == [[1, 3], [0, 2]]
+
+
+def test_without_autotune_the_batches_are_the_same():
+    # The validation batches run without tf.data's autotuning model (see BucketedDataset.dataset):
+    # same batches, same order, and the option is really off.
+    rng = np.random.default_rng(1)
+    src = [list(rng.integers(4, 30, rng.integers(1, 30))) for _ in range(200)]
+    tgt = [list(rng.integers(4, 40, rng.integers(1, 30))) for _ in range(200)]
+    data = BucketedDataset(src, tgt, batch_tokens=200, max_batch_size=32, shuffle=False)
+    tuned, untuned = data.dataset(), data.dataset(autotune=False)
+    assert tuned.options().autotune.enabled is not False
+    assert untuned.options().autotune.enabled is False
+    a = list(tuned.as_numpy_iterator())
+    b = list(untuned.as_numpy_iterator())
+    assert len(a) == len(b) == data.steps_per_pass()
+    for ((s1, t1), o1), ((s2, t2), o2) in zip(a, b, strict=True):
+        assert (s1 == s2).all() and (t1 == t2).all() and (o1 == o2).all()

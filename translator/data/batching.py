@@ -197,11 +197,17 @@ class BucketedDataset:
         return max(1, min(cap, n))
 
     def dataset(
-        self, repeat: bool = False, shard: tuple[int, int] | None = None
+        self, repeat: bool = False, shard: tuple[int, int] | None = None, autotune: bool = True
     ) -> tf.data.Dataset:
         """The batches; `shard=(num_shards, index)` keeps every `num_shards`-th example (in the
         data's order) from `index` on, before shuffling: one worker's part, for multi-worker
-        training. The parts of all indices hold every example exactly once."""
+        training. The parts of all indices hold every example exactly once.
+
+        `autotune=False` runs the pipeline without tf.data's autotuning model (parallel maps
+        use one call per core). For a dataset iterated afresh many times in a process, such as
+        the validation batches: each iterator's autotuning thread sleeps for a period that
+        doubles up to 60 s, and deleting the iterator waits for that thread, which stalled
+        training by up to 40 s per epoch in about a third of the flagship's epochs."""
         positions = range(len(self.lengths))[shard_positions(len(self.lengths), shard)]
         shard = shard if shard is not None and shard[0] > 1 else None
         n = len(positions)
@@ -235,8 +241,12 @@ class BucketedDataset:
             bucket_batch_sizes=self.batch_sizes,
             padding_values=(PAD_ID, PAD_ID, PAD_ID),
         )
-        ds = ds.map(lambda s, ti, to: ((s, ti), to))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(lambda s, ti, to: ((s, ti), to)).prefetch(tf.data.AUTOTUNE)
+        if not autotune:
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            ds = ds.with_options(options)
+        return ds
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], min_width: int = 1) -> np.ndarray:

@@ -278,10 +278,13 @@ def _train(
             steps_per_epoch=tc.steps_per_epoch or steps_per_pass,
             # Across replicas the validation batches repeat, so that every replica has one at
             # every step (an uneven end would stall the others).
-            validation_data=valid_data.dataset()
+            # Keras makes a new validation iterator at every evaluation and deletes the last
+            # one, which without autotune=False can wait for its autotuning thread (up to 60 s).
+            validation_data=valid_data.dataset(autotune=False)
             if single
             else distribute_batches(
-                strategy, lambda shard: valid_data.dataset(repeat=True, shard=shard)
+                strategy,
+                lambda shard: valid_data.dataset(repeat=True, shard=shard, autotune=False),
             ),
             validation_steps=valid_steps,
             shuffle=False,
