@@ -203,11 +203,12 @@ class BucketedDataset:
         data's order) from `index` on, before shuffling: one worker's part, for multi-worker
         training. The parts of all indices hold every example exactly once.
 
-        `autotune=False` runs the pipeline without tf.data's autotuning model (parallel maps
-        use one call per core). For a dataset iterated afresh many times in a process, such as
-        the validation batches: each iterator's autotuning thread sleeps for a period that
-        doubles up to 60 s, and deleting the iterator waits for that thread, which stalled
-        training by up to 40 s per epoch in about a third of the flagship's epochs."""
+        `autotune=False` runs the pipeline without tf.data's autotuning model (the `AUTOTUNE`
+        settings take tf.data's fixed defaults). It is for a dataset iterated afresh many times
+        in a process, such as the validation batches: each iterator's autotuning thread sleeps
+        for a period that doubles up to 60 s, and deleting the iterator waits for that thread,
+        which stalled training by up to 40 s per epoch in about a third of the flagship's
+        epochs."""
         positions = range(len(self.lengths))[shard_positions(len(self.lengths), shard)]
         shard = shard if shard is not None and shard[0] > 1 else None
         n = len(positions)
