@@ -18,15 +18,19 @@ class ArtifactError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`.
 
-    If the body raises, the temporary file is removed and `path` is untouched.
+    The temporary file is `.<name>.<random>.tmp<suffix>` (`suffix`: `path`'s own by default;
+    Keras' `save_weights` needs `.weights.h5`); :func:`atomic_leftovers` finds those a killed
+    process left. If the body raises, the temporary file is removed and `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
+        prefix=f".{path.name}.",
+        suffix=".tmp" + (path.suffix if suffix is None else suffix),
+        dir=path.parent,
     )
     os.close(fd)
     tmp_path = Path(tmp)
@@ -40,6 +44,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def atomic_leftovers(directory: Path, name: str = "*") -> list[Path]:
+    """The temporary files of :func:`atomic_path` in `directory` (for files called `name`, a
+    glob pattern) that a killed process left behind; they are never read."""
+    return sorted(directory.glob(f".{name}.*.tmp*"))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

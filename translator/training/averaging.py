@@ -17,9 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -27,7 +25,7 @@ from typing import Literal
 import keras
 import numpy as np
 
-from translator.io import ArtifactError
+from translator.io import ArtifactError, atomic_path
 
 _EPOCH_FILE = re.compile(r"epoch-(\d+)\.weights\.h5")
 
@@ -89,19 +87,8 @@ def save_weights(model: keras.Model, path: Path) -> None:
 
     Keras needs the name to end in `.weights.h5`, so the temporary file is
     `.<name>.<random>.tmp.weights.h5` (training deletes such leftovers of a kill when it starts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.weights.h5", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
-        umask = os.umask(0)  # mkstemp made it private (0600): the mode of a normal new file
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_weights(model: keras.Model, path: Path) -> list[np.ndarray]:

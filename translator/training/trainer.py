@@ -21,7 +21,7 @@ from translator.config import Config
 from translator.data.batching import BucketedDataset, ExamplesSource
 from translator.data.corpus import Pair
 from translator.data.tokenizers import Tokenizer, pair_sampler
-from translator.io import ArtifactError
+from translator.io import ArtifactError, atomic_leftovers
 from translator.models import build_model, compile_model
 from translator.models.saving import load_model, save_model
 from translator.precision import policy_name
@@ -205,9 +205,9 @@ def _train(
 
     # Temporary files of writes that a kill interrupted (they are never read).
     leftovers = [
-        *run.checkpoints.glob(".*.tmp*"),
-        *run.logs.glob(".*.tmp*"),  # metrics.csv, the learning curve
-        *run.path.glob(".model.keras.*.tmp*"),
+        *atomic_leftovers(run.checkpoints),
+        *atomic_leftovers(run.logs),  # metrics.csv, the learning curve
+        *atomic_leftovers(run.path, "model.keras"),
     ]
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
