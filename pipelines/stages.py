@@ -93,7 +93,7 @@ class Context:
 def _stage_fingerprint(ctx: Context, stage: str) -> str:
     cfg = ctx.config
     if stage == "prepare":
-        return fingerprint("prepare", cfg.section("data"), _input_digests(cfg))
+        return fingerprint("prepare", data_section(cfg), _input_digests(cfg))
     if stage == "tokenize":
         return fingerprint("tokenize", tokenizer_section(cfg), _fingerprint_of(ctx, "prepare"))
     if stage == "train":
@@ -124,6 +124,15 @@ def decode_section(cfg: Config) -> dict:
         if decode.get(key, default) == default:
             decode.pop(key, None)
     return decode
+
+
+def data_section(cfg: Config) -> dict:
+    """The data config as it matters for the prepared splits: `sentence_repeats` is left out at
+    1, so runs made before it existed keep their fingerprints."""
+    data = cfg.section("data")
+    if data.get("sentence_repeats", 1) == 1:
+        data.pop("sentence_repeats", None)
+    return data
 
 
 def tokenizer_section(cfg: Config) -> dict:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from translator.data.corpus import BUNDLED
 from translator.evaluation.metrics import METRICS
 from translator.layers import (
     ATTENTIONS,
@@ -82,6 +83,11 @@ class DataConfig:
     `corpus` is `ding-de-en` (bundled), `tsv` (pairs in `train`/`valid`/`test` TSV files),
     `text` (aligned files: `train`, `valid`, `test` are `SRC_FILE,TGT_FILE`), or `tfds:NAME`
     (a TensorFlow Datasets translation dataset, e.g. `tfds:ted_hrlr_translate/pt_to_en`).
+
+    `use_phrases` adds the bundled corpus' dictionary phrases to its training sentences;
+    `sentence_repeats` N puts each training sentence N times into the training split beside one
+    copy of each phrase, weighting the sentences (what valid and test are) against the phrases,
+    as OpenNMT-py's per-corpus `weight` does.
     """
 
     corpus: str = "ding-de-en"
@@ -91,6 +97,7 @@ class DataConfig:
     src_lang: str = "de"
     tgt_lang: str = "en"
     use_phrases: bool = False
+    sentence_repeats: int = 1
     max_words: int = 50
     max_train_pairs: int | None = None
     max_valid_pairs: int | None = None
@@ -100,6 +107,16 @@ class DataConfig:
     split_seed: int = 1234
     skip_malformed: bool = False
     tfds_data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.sentence_repeats >= 1, "data.sentence_repeats", "must be at least 1")
+        _check(
+            self.sentence_repeats == 1 or (self.corpus == BUNDLED and self.use_phrases),
+            "data.sentence_repeats",
+            "weights the bundled corpus' sentences against its phrases: it needs "
+            f"data.corpus: {BUNDLED} and data.use_phrases: true (got data.corpus: "
+            f"{self.corpus}, data.use_phrases: {str(self.use_phrases).lower()}); set it to 1",
+        )
 
 
 @dataclass

@@ -70,3 +70,36 @@ def test_split_is_deterministic_and_disjoint():
     train, valid, test = a
     assert (len(train), len(valid), len(test)) == (80, 10, 10)
     assert not set(train) & set(valid) and not set(train) & set(test)
+
+
+def test_sentence_repeats_weights_the_bundled_sentences_against_the_phrases():
+    """`data.sentence_repeats: N`: each training sentence N times, then each phrase once;
+    valid and test are untouched."""
+    from translator.config import DataConfig
+    from translator.data.corpus import iter_tsv, read_split
+
+    sentences = list(iter_tsv(bundled_path("train")))
+    phrases = list(iter_tsv(bundled_path("phrases")))
+    once = list(read_split(DataConfig(use_phrases=True), "train"))
+    assert once == sentences + phrases
+    thrice = list(read_split(DataConfig(use_phrases=True, sentence_repeats=3), "train"))
+    assert thrice == sentences * 3 + phrases
+    for split in ("valid", "test"):
+        assert list(read_split(DataConfig(use_phrases=True, sentence_repeats=3), split)) == list(
+            iter_tsv(bundled_path(split))
+        )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"sentence_repeats": 0, "use_phrases": True},
+        {"sentence_repeats": 2},  # no phrases to weight against
+        {"sentence_repeats": 2, "use_phrases": True, "corpus": "tsv", "train": "x.tsv"},
+    ],
+)
+def test_sentence_repeats_is_checked(data):
+    from translator.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="data.sentence_repeats"):
+        config_from_dict({"data": data})

@@ -340,10 +340,13 @@ def read_split(
             missing file or dataset fails at the call; a bad line when the iteration reaches it.
     """
     if d.corpus == BUNDLED:
-        pairs = iter_tsv(bundled_path(split))
-        if split == "train" and d.use_phrases:
-            pairs = itertools.chain(pairs, iter_tsv(bundled_path("phrases")))
-        return pairs
+        if split != "train":
+            return iter_tsv(bundled_path(split))
+        # Each training sentence `sentence_repeats` times (the file read again), then the phrases.
+        sources = [iter_tsv(bundled_path("train")) for _ in range(d.sentence_repeats)]
+        if d.use_phrases:
+            sources.append(iter_tsv(bundled_path("phrases")))
+        return itertools.chain(*sources)
     if d.corpus.startswith("tfds:"):
         name = d.corpus[len("tfds:") :]
         tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
