@@ -16,6 +16,7 @@ from pathlib import Path
 
 from translator.config import Config
 from translator.data.corpus import (
+    BUNDLED,
     CleanReport,
     CorpusError,
     Pair,
@@ -128,9 +129,12 @@ def decode_section(cfg: Config) -> dict:
 
 def data_section(cfg: Config) -> dict:
     """The data config as it matters for the prepared splits: `sentence_repeats` is left out at
-    1, so runs made before it existed keep their fingerprints."""
+    1 and where it has no effect (no phrases), so runs made before it existed keep their
+    fingerprints."""
     data = cfg.section("data")
-    if data.get("sentence_repeats", 1) == 1:
+    if data.get("sentence_repeats", 1) == 1 or not (
+        cfg.data.use_phrases and cfg.data.corpus == BUNDLED
+    ):
         data.pop("sentence_repeats", None)
     return data
 

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import yaml
 
-from translator.data.corpus import BUNDLED
 from translator.evaluation.metrics import METRICS
 from translator.layers import (
     ATTENTIONS,
@@ -87,7 +86,8 @@ class DataConfig:
     `use_phrases` adds the bundled corpus' dictionary phrases to its training sentences;
     `sentence_repeats` N puts each training sentence N times into the training split beside one
     copy of each phrase, weighting the sentences (what valid and test are) against the phrases,
-    as OpenNMT-py's per-corpus `weight` does.
+    as OpenNMT-py's per-corpus `weight` does; without the phrases there is nothing to weight
+    against, and it has no effect (so a config that sets it can be pointed at another corpus).
     """
 
     corpus: str = "ding-de-en"
@@ -110,13 +110,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.sentence_repeats >= 1, "data.sentence_repeats", "must be at least 1")
-        _check(
-            self.sentence_repeats == 1 or (self.corpus == BUNDLED and self.use_phrases),
-            "data.sentence_repeats",
-            "weights the bundled corpus' sentences against its phrases: it needs "
-            f"data.corpus: {BUNDLED} and data.use_phrases: true (got data.corpus: "
-            f"{self.corpus}, data.use_phrases: {str(self.use_phrases).lower()}); set it to 1",
-        )
 
 
 @dataclass

@@ -90,16 +90,19 @@ def test_sentence_repeats_weights_the_bundled_sentences_against_the_phrases():
         )
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
-        {"sentence_repeats": 0, "use_phrases": True},
-        {"sentence_repeats": 2},  # no phrases to weight against
-        {"sentence_repeats": 2, "use_phrases": True, "corpus": "tsv", "train": "x.tsv"},
-    ],
-)
-def test_sentence_repeats_is_checked(data):
-    from translator.config import ConfigError, config_from_dict
+def test_sentence_repeats_has_no_effect_without_phrases_and_must_be_positive():
+    """Without the phrases there is nothing to weight against: the flagship config (which sets
+    it) can be pointed at another corpus or run without phrases unchanged."""
+    from translator.pipelines.stages import data_section
 
+    from translator.config import ConfigError, DataConfig, config_from_dict
+    from translator.data.corpus import iter_tsv, read_split
+
+    sentences = list(iter_tsv(bundled_path("train")))
+    assert list(read_split(DataConfig(sentence_repeats=3), "train")) == sentences
+    plain = config_from_dict({"data": {"sentence_repeats": 3}})
+    assert data_section(plain) == data_section(config_from_dict({}))
+    weighted = config_from_dict({"data": {"sentence_repeats": 3, "use_phrases": True}})
+    assert data_section(weighted)["sentence_repeats"] == 3
     with pytest.raises(ConfigError, match="data.sentence_repeats"):
-        config_from_dict({"data": data})
+        config_from_dict({"data": {"sentence_repeats": 0, "use_phrases": True}})
