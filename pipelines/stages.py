@@ -16,7 +16,6 @@ from pathlib import Path
 
 from translator.config import Config
 from translator.data.corpus import (
-    BUNDLED,
     CleanReport,
     CorpusError,
     Pair,
@@ -132,9 +131,7 @@ def data_section(cfg: Config) -> dict:
     1 and where it has no effect (no phrases), so runs made before it existed keep their
     fingerprints."""
     data = cfg.section("data")
-    if data.get("sentence_repeats", 1) == 1 or not (
-        cfg.data.use_phrases and cfg.data.corpus == BUNDLED
-    ):
+    if cfg.data.effective_sentence_repeats == 1:
         data.pop("sentence_repeats", None)
     return data
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from translator.data.corpus import BUNDLED
 from translator.evaluation.metrics import METRICS
 from translator.layers import (
     ATTENTIONS,
@@ -110,6 +111,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.sentence_repeats >= 1, "data.sentence_repeats", "must be at least 1")
+
+    @property
+    def effective_sentence_repeats(self) -> int:
+        """How many times the training sentences are read: `sentence_repeats` with the bundled
+        corpus' phrases, else 1 (nothing to weight them against)."""
+        return self.sentence_repeats if self.corpus == BUNDLED and self.use_phrases else 1
 
 
 @dataclass

@@ -342,11 +342,11 @@ def read_split(
     if d.corpus == BUNDLED:
         if split != "train":
             return iter_tsv(bundled_path(split))
-        if not d.use_phrases:
-            return iter_tsv(bundled_path("train"))
         # Each training sentence `sentence_repeats` times (the file read again), then the phrases.
-        sources = [iter_tsv(bundled_path("train")) for _ in range(d.sentence_repeats)]
-        return itertools.chain(*sources, iter_tsv(bundled_path("phrases")))
+        sources = [iter_tsv(bundled_path("train")) for _ in range(d.effective_sentence_repeats)]
+        if d.use_phrases:
+            sources.append(iter_tsv(bundled_path("phrases")))
+        return itertools.chain(*sources)
     if d.corpus.startswith("tfds:"):
         name = d.corpus[len("tfds:") :]
         tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
