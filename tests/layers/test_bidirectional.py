@@ -88,3 +88,39 @@ def test_bidirectional_initial_state_goes_to_each_direction():
         np.testing.assert_allclose(sequence[b, :length], y_f + y_b[::-1], atol=ATOL, rtol=RTOL)
         np.testing.assert_allclose(h_f[b], s_f, atol=ATOL, rtol=RTOL)
         np.testing.assert_allclose(h_b[b], s_b, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bidirectional_gradients_equal_each_row_run_alone(kind):
+    """The reversal of the backward direction passes gradients to the right tokens: the batch's
+    gradients (inputs and weights) are the sums of those of each row run alone without padding,
+    and padded inputs get none."""
+    import tensorflow as tf
+
+    layer = built_layer(kind, bidirectional=True, merge="concat")
+    x, mask = make_batch(seed=10)
+    rng = np.random.default_rng(11)
+    w_out = rng.normal(size=(B, T, 2 * U)).astype("float32")
+
+    def loss_and_grads(inputs, row_mask, weights):
+        inputs = tf.constant(inputs)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            sequence, *states = layer(inputs, mask=row_mask)
+            loss = tf.reduce_sum(sequence * weights) + sum(tf.reduce_sum(s) for s in states)
+        return tape.gradient(loss, [inputs, *layer.trainable_weights])
+
+    batch_grads = loss_and_grads(x, mask, w_out)
+    assert np.all(np.asarray(batch_grads[0])[~mask] == 0.0)
+    row_sums = None
+    for b, length in enumerate(LENGTHS):
+        grads = loss_and_grads(
+            x[b : b + 1, :length], np.ones((1, length), bool), w_out[b : b + 1, :length]
+        )
+        np.testing.assert_allclose(batch_grads[0][b, :length], grads[0][0], atol=ATOL, rtol=RTOL)
+        weights = [np.asarray(g) for g in grads[1:]]
+        row_sums = (
+            weights if row_sums is None else [s + g for s, g in zip(row_sums, weights, strict=True)]
+        )
+    for got, want in zip(batch_grads[1:], row_sums, strict=True):
+        np.testing.assert_allclose(got, want, atol=10 * ATOL, rtol=10 * RTOL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from translator.layers import MERGE_MODES
@@ -29,19 +30,13 @@ def merge(forward: Any, backward: Any, mode: str) -> Any:
     return (forward + backward) / 2
 
 
-def _reverse_index(lengths: Any, time_steps: Any) -> Any:
-    """Index `[B, T]` that reverses each row's first `lengths[b]` steps and keeps the rest.
+def _reverse_padded(x: Any, lengths: Any) -> Any:
+    """Reverses the first `lengths[b]` steps of each row of `x [B, T, F]`; padding stays put.
 
-    `idx[b, t] = lengths[b] - 1 - t` for `t < lengths[b]`, else `t`; it is its own inverse.
+    `tf.reverse_sequence`: its gradient is the same reversal, where a gather's (`take_along_axis`)
+    is a scatter-add over the whole tensor, which cost a training step of the flagship about 7%.
     """
-    t = ops.expand_dims(ops.arange(time_steps, dtype="int32"), 0)  # [1, T]
-    lengths = ops.expand_dims(lengths, 1)  # [B, 1]
-    return ops.where(t < lengths, lengths - 1 - t, t)
-
-
-def _reverse_padded(x: Any, index: Any) -> Any:
-    """Reorders `x [B, T, F]` along time with `index [B, T]` (see :func:`_reverse_index`)."""
-    return ops.take_along_axis(x, ops.expand_dims(index, -1), axis=1)
+    return tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -148,7 +143,6 @@ class BidirectionalRNN(keras.layers.Layer):
         else:
             mask = ops.cast(mask, "bool")
             lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
-        index = _reverse_index(lengths, time_steps)
 
         forward_state = backward_state = None
         if initial_state is not None:
@@ -159,13 +153,13 @@ class BidirectionalRNN(keras.layers.Layer):
             inputs, mask=mask, training=training, initial_state=forward_state
         )
         backward = self.backward_layer(
-            _reverse_padded(inputs, index),
+            _reverse_padded(inputs, lengths),
             mask=mask,
             training=training,
             initial_state=backward_state,
         )
         y_f = ops.cast(forward[0], self.compute_dtype)
-        y_b = ops.cast(_reverse_padded(backward[0], index), self.compute_dtype)
+        y_b = ops.cast(_reverse_padded(backward[0], lengths), self.compute_dtype)
         merged = merge(y_f, y_b, self.merge_mode)
         if mask is not None:
             merged = merged * ops.expand_dims(ops.cast(mask, merged.dtype), -1)
