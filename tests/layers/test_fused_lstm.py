@@ -117,10 +117,59 @@ def test_mixed_bfloat16_is_close_to_float32():
         np.testing.assert_allclose(g_16, g_32, atol=3e-2 * scale)
 
 
-@pytest.mark.parametrize("option", ["recurrent_dropout", "go_backwards"])
-def test_options_it_does_not_fuse_run_keras_loop(option):
-    kwargs = {"recurrent_dropout": 0.3} if option == "recurrent_dropout" else {"go_backwards": True}
-    ref, new = _pair(**kwargs)
+@pytest.mark.parametrize(
+    "rates",
+    [{"recurrent_dropout": 0.3}, {"recurrent_dropout": 0.3, "dropout": 0.2}, {"dropout": 0.4}],
+)
+def test_dropout_in_training_equals_keras_with_the_same_masks(rates, monkeypatch):
+    """Recurrent dropout (Keras' `implementation=1`: one mask per gate on `h_{t-1}`, and with
+    `dropout` one per gate on the inputs) runs in the fused loops: with the same seed the layers
+    draw the same masks, and outputs and gradients are Keras' own."""
+    from translator.layers import lstm
+
+    calls = []
+    fused = lstm.lstm_recurrence
+    monkeypatch.setattr(lstm, "lstm_recurrence", lambda *a, **k: calls.append(k) or fused(*a, **k))
+    ref, new = _pair(seed=21, **rates)
+    args = _inputs(seed=13)
+    (out_r, grads_r), (out_n, grads_n) = _run(ref, *args), _run(new, *args)
+    assert len(calls) == 1  # ours ran its own loops
+    assert (calls[0]["recurrent_masks"] is None) == ("recurrent_dropout" not in rates)
+    mask = args[1][..., None]
+    np.testing.assert_allclose(out_n[0] * mask, out_r[0] * mask, atol=1e-6)
+    np.testing.assert_allclose(out_n[1], out_r[1], atol=1e-6)
+    np.testing.assert_allclose(out_n[2], out_r[2], atol=1e-6)
+    names = ["x", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
+    for name, g_r, g_n in zip(names, grads_r, grads_n, strict=True):
+        np.testing.assert_allclose(g_n, g_r, atol=1e-5, rtol=1e-5, err_msg=name)
+    out_inf, _ = _run(new, *args, training=False)
+    assert np.abs(out_inf[1] - out_n[1]).max() > 1e-3  # the masks did something
+
+
+def test_recurrent_dropout_padding_changes_no_output_and_no_gradient():
+    """Masks are drawn per sequence ([B, U]), so extra padding draws the same ones."""
+    x, mask, h0, c0, upstream = _inputs(seed=17)
+    _, new = _pair(seed=5, recurrent_dropout=0.3)
+    out, grads = _run(new, x, mask, h0, c0, upstream)
+    _, new_pad = _pair(seed=5, recurrent_dropout=0.3)
+    new_pad.set_weights(new.get_weights())
+    extra = 3
+    noise = np.random.default_rng(2).normal(size=(x.shape[0], extra, x.shape[2]))
+    x_pad = np.concatenate([x, noise.astype("float32")], axis=1)
+    mask_pad = np.concatenate([mask, np.zeros((x.shape[0], extra), bool)], axis=1)
+    up_pad = np.concatenate([upstream, np.ones((x.shape[0], extra, U), "float32")], axis=1)
+    out_p, grads_p = _run(new_pad, x_pad, mask_pad, h0, c0, up_pad)
+    T = x.shape[1]
+    np.testing.assert_allclose(out_p[0][:, :T] * mask[..., None], out[0] * mask[..., None])
+    np.testing.assert_allclose(out_p[1], out[1])
+    np.testing.assert_allclose(grads_p[0][:, :T], grads[0], atol=1e-6)
+    assert not grads_p[0][:, T:].any()
+    for g_p, g in zip(grads_p[1:], grads[1:], strict=True):
+        np.testing.assert_allclose(g_p, g, atol=1e-6)
+
+
+def test_go_backwards_runs_keras_loop():
+    ref, new = _pair(go_backwards=True)
     x, mask, h0, c0, upstream = _inputs(seed=11)
     out_r, _ = _run(ref, x, mask, h0, c0, upstream, training=False)
     out_n, grads_n = _run(new, x, mask, h0, c0, upstream, training=True)

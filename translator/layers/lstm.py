@@ -37,7 +37,23 @@ def _recurrent_product(h, kernel):
     return tf.cast(tf.matmul(tf.cast(h, kernel.dtype), kernel), h.dtype)
 
 
-def _loop_forward(xw, h0, c0, mask, recurrent_kernel, bias, keep: bool):
+def _per_gate(kernel):
+    """[U, 4U] -> [4, U, U]: the recurrent kernel's four gate blocks, for a batched product."""
+    units = tf.shape(kernel)[0]
+    return tf.transpose(tf.reshape(kernel, [units, 4, units]), [1, 0, 2])
+
+
+def _gates_product(h, kernel, masks, per_gate):
+    """The recurrent product `[B, 4U]` of `h` [B, U]: `h @ kernel`, or with recurrent dropout
+    masks [4, B, U] each gate's block of the product from its own masked state, `(h * m_k) @ R_k`
+    (Keras' `implementation=1`), as one batched product over the gates (`per_gate` [4, U, U])."""
+    if masks is None:
+        return _recurrent_product(h, kernel)
+    z4 = _recurrent_product(h[None] * masks, per_gate)  # [4, B, U]
+    return tf.reshape(tf.transpose(z4, [1, 0, 2]), [tf.shape(h)[0], -1])
+
+
+def _loop_forward(xw, h0, c0, mask, recurrent_kernel, bias, keep: bool, masks=None):
     """The forward recurrence over time-major projected inputs (states and gates in `xw`'s dtype,
     the recurrent product in the kernel's).
 
@@ -47,6 +63,8 @@ def _loop_forward(xw, h0, c0, mask, recurrent_kernel, bias, keep: bool):
         mask: [T, B, 1] bool, False at padding (the states carry over there).
         recurrent_kernel: [U, 4U]; bias: [4U] or None.
         keep: also return the activated gates [T, B, 4U] (for the backward pass).
+        masks: recurrent dropout masks [4, B, U] (one per gate, the same at every step; in
+            `xw`'s dtype) or None.
 
     Returns:
         `(h [T, B, U], c [T, B, U], gates [T, B, 4U] or None)`; `h[t]` is also the output at `t`.
@@ -55,9 +73,10 @@ def _loop_forward(xw, h0, c0, mask, recurrent_kernel, bias, keep: bool):
     hs = tf.TensorArray(xw.dtype, size=steps)
     cs = tf.TensorArray(xw.dtype, size=steps)
     gs = tf.TensorArray(xw.dtype, size=steps if keep else 0, dynamic_size=not keep)
+    per_gate = None if masks is None else _per_gate(recurrent_kernel)
 
     def body(t, h, c, hs, cs, gs):
-        z = tf.add(xw[t], _recurrent_product(h, recurrent_kernel))
+        z = tf.add(xw[t], _gates_product(h, recurrent_kernel, masks, per_gate))
         if bias is not None:
             z = tf.add(z, bias)
         z0, z1, z2, z3 = tf.split(z, 4, axis=1)
@@ -80,7 +99,7 @@ def _loop_forward(xw, h0, c0, mask, recurrent_kernel, bias, keep: bool):
     return hs.stack(), cs.stack(), (gs.stack() if keep else None)
 
 
-def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_kernel):
+def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_kernel, masks=None):
     """The backward recurrence: `dz_t` for every step and the initial states' gradients.
 
     Args:
@@ -89,6 +108,7 @@ def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_k
         c: [T, B, U] and `gates` [T, B, 4U] from the forward loop; `c_prev` [T, B, U]: `c`
             shifted by one step, starting from the initial state.
         mask: [T, B, 1] bool; recurrent_kernel: [U, 4U].
+        masks: the forward loop's recurrent dropout masks [4, B, U], or None.
 
     Returns:
         `(dz [T, B, 4U], dh0 [B, U], dc0 [B, U])`.
@@ -96,6 +116,14 @@ def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_k
     steps = tf.shape(dh_seq)[0]
     dzs = tf.TensorArray(dh_seq.dtype, size=steps)
     rt = tf.transpose(recurrent_kernel)  # [4U, U]
+    per_gate_t = None if masks is None else tf.transpose(_per_gate(recurrent_kernel), [0, 2, 1])
+
+    def back_product(dz):
+        """`dz` [B, 4U] -> the gradient of `h_{t-1}` [B, U] through the recurrent product."""
+        if masks is None:
+            return _recurrent_product(dz, rt)
+        dz4 = tf.transpose(tf.reshape(dz, [tf.shape(dz)[0], 4, -1]), [1, 0, 2])  # [4, B, U]
+        return tf.reduce_sum(_recurrent_product(dz4, per_gate_t) * masks, axis=0)
 
     def body(t, dh, dc, dzs):
         m = mask[t]
@@ -113,7 +141,7 @@ def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_k
             axis=1,
         )
         dz = tf.where(m, dz, tf.zeros_like(dz))
-        dh_prev = tf.where(m, _recurrent_product(dz, rt), dh_t)
+        dh_prev = tf.where(m, back_product(dz), dh_t)
         dc_prev = tf.where(m, dc_t * f, dc)
         return t - 1, dh_prev, dc_prev, dzs.write(t, dz)
 
@@ -121,7 +149,7 @@ def _loop_backward(dh_seq, dh_last, dc_last, c, c_prev, gates, mask, recurrent_k
     return dzs.stack(), dh0, dc0
 
 
-def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias):
+def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias, recurrent_masks=None):
     """The LSTM recurrence with a hand-written gradient (see the module docstring).
 
     Args:
@@ -129,6 +157,10 @@ def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias):
         h0, c0: [B, U], the initial states.
         mask: [B, T] bool or None (all steps real).
         recurrent_kernel: [U, 4U]; bias: [4U] or None.
+        recurrent_masks: None, or recurrent dropout: four masks [B, U] (or one tensor
+            [4, B, U]), one per gate in Keras' order, kept for the whole sequence; gate `k`'s
+            recurrent product is `(h_{t-1} * m_k) R_k`, as in Keras' `implementation=1`. They get
+            no gradient.
 
     Returns:
         `(outputs [B, T, U], h [B, U], c [B, U])`: the output at a padded step is the last real
@@ -143,6 +175,8 @@ def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias):
     else:
         mask_t = tf.transpose(tf.cast(mask, tf.bool), [1, 0])[..., None]
     has_bias = bias is not None
+    if recurrent_masks is not None:
+        recurrent_masks = tf.stop_gradient(tf.convert_to_tensor(recurrent_masks))
 
     @tf.custom_gradient
     def run(xw_t, h0, c0, recurrent_kernel, *bias_arg):
@@ -152,8 +186,9 @@ def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias):
         state = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
         b = tf.cast(bias_arg[0], state) if has_bias else None
         h_init, c_init = tf.cast(h0, state), tf.cast(c0, state)
+        masks = None if recurrent_masks is None else tf.cast(recurrent_masks, state)
         h, c, gates = _loop_forward(
-            tf.cast(xw_t, state), h_init, c_init, mask_t, recurrent_kernel, b, keep=True
+            tf.cast(xw_t, state), h_init, c_init, mask_t, recurrent_kernel, b, True, masks
         )
 
         def grad(dh_seq, dh_last, dc_last):
@@ -167,16 +202,25 @@ def lstm_recurrence(xw, h0, c0, mask, recurrent_kernel, bias):
                 gates,
                 mask_t,
                 recurrent_kernel,
+                masks,
             )
             units = tf.shape(h0)[-1]
             kernel_dtype = recurrent_kernel.dtype
             h_prev = tf.concat([h_init[None], h[:-1]], axis=0)
             dz_flat = tf.reshape(dz, [-1, 4 * units])
-            d_kernel = tf.matmul(
-                tf.cast(tf.reshape(h_prev, [-1, units]), kernel_dtype),
-                tf.cast(dz_flat, kernel_dtype),
-                transpose_a=True,
-            )
+            if masks is None:
+                d_kernel = tf.matmul(
+                    tf.cast(tf.reshape(h_prev, [-1, units]), kernel_dtype),
+                    tf.cast(dz_flat, kernel_dtype),
+                    transpose_a=True,
+                )
+            else:  # gate k's block: sum over steps of (h_{t-1} * m_k)^T dz_k
+                hm = tf.reshape(h_prev[None] * masks[:, None], [4, -1, units])  # [4, T*B, U]
+                dz4 = tf.transpose(tf.reshape(dz_flat, [-1, 4, units]), [1, 0, 2])
+                d4 = tf.matmul(
+                    tf.cast(hm, kernel_dtype), tf.cast(dz4, kernel_dtype), transpose_a=True
+                )
+                d_kernel = tf.reshape(tf.transpose(d4, [1, 0, 2]), [units, 4 * units])
             grads = [tf.cast(dz, dtype), tf.cast(dh0, h0.dtype), tf.cast(dc0, c0.dtype), d_kernel]
             if has_bias:
                 grads.append(tf.cast(tf.reduce_sum(dz_flat, axis=0), bias_arg[0].dtype))
@@ -200,8 +244,11 @@ class LSTM(keras.layers.LSTM):
     :func:`lstm_recurrence`: the input projection of all steps at once before the loop, and a
     backward loop with one product per step.
 
-    Keras' own implementation runs instead on a GPU (cuDNN), and with recurrent dropout
-    (`implementation=1`, one dropout mask per gate), `go_backwards`, `unroll` or `stateful`.
+    Recurrent dropout runs here too, with Keras' masks (`implementation=1`: one mask per gate on
+    `h_{t-1}`, and on the inputs with `dropout`, drawn once per sequence), the four gates'
+    recurrent products as one batched product. Keras' own implementation runs instead on a GPU
+    (cuDNN, or its loop with recurrent dropout), and with `go_backwards`, `unroll`, `stateful`,
+    `return_sequences=False` or `zero_output_for_mask`.
 
     Call arguments and outputs are Keras' LSTM's: `x` `[batch, time, features]` and `mask`
     `[batch, time]`; returns `[sequence [batch, time, units], h [batch, units], c [batch, units]]`
@@ -214,8 +261,6 @@ class LSTM(keras.layers.LSTM):
         cell = self.cell
         if (
             _on_gpu()  # Keras' layer runs the fused cuDNN kernel there
-            or cell.recurrent_dropout
-            or cell.implementation != 2
             or self.go_backwards
             or self.unroll
             or self.stateful
@@ -225,17 +270,38 @@ class LSTM(keras.layers.LSTM):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if training and 0.0 < cell.dropout < 1.0:
-            # Keras' one input mask per sequence (cached on the cell by RNN.call).
-            dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
-            sequences = sequences * ops.expand_dims(dp_mask, axis=1)
         h0, c0 = initial_state
+        # Keras' dropout masks, one per sequence, cached on the cell by `RNN.call`: one input
+        # mask, or with `implementation=1` (which recurrent dropout implies) one per gate.
+        dp_mask = None
+        if training and 0.0 < cell.dropout < 1.0:
+            dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
+        if dp_mask is None:
+            xw = ops.matmul(sequences, cell.kernel)
+        elif isinstance(dp_mask, (list, tuple)):
+            kernels = ops.split(cell.kernel, 4, axis=1)
+            xw = ops.concatenate(
+                [
+                    ops.matmul(sequences * ops.expand_dims(m, axis=1), k)
+                    for m, k in zip(dp_mask, kernels, strict=True)
+                ],
+                axis=-1,
+            )
+        else:
+            xw = ops.matmul(sequences * ops.expand_dims(dp_mask, axis=1), cell.kernel)
+        rec_masks = None
+        if training and 0.0 < cell.recurrent_dropout < 1.0:
+            rec_masks = cell.get_recurrent_dropout_mask(h0)
+            if not isinstance(rec_masks, (list, tuple)):  # one mask for all four gates
+                rec_masks = [rec_masks] * 4
+            rec_masks = ops.stack(rec_masks, axis=0)
         outputs, h, c = lstm_recurrence(
-            ops.matmul(sequences, cell.kernel),
+            xw,
             h0,
             c0,
             mask,
             cell.recurrent_kernel,
             cell.bias if cell.use_bias else None,
+            recurrent_masks=rec_masks,
         )
         return h, outputs, [h, c]
