@@ -17,8 +17,10 @@ in the backward loop (`dx_t`, `dh_{t-1}`, and the two kernels' gradients accumul
 
 Same weights and equations as `keras.layers.LSTM`, with the same operations in the same order in
 the forward pass, so a saved model gives the same outputs; the gradients are the same up to the
-order of floating-point sums. The TensorFlow backend is the point here (`tf.while_loop`,
-`tf.custom_gradient`).
+order of floating-point sums. With recurrent dropout (Keras' one mask `m_k` per gate) the loops
+do `(h_{t-1} * m_k) R_k` for the four gates as one batched product (`[4, B, U] x [4, U, U]`), and
+the recurrent kernel's gradient is one batched product over all steps. The TensorFlow backend is
+the point here (`tf.while_loop`, `tf.custom_gradient`).
 """
 
 from __future__ import annotations

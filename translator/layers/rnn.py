@@ -121,9 +121,10 @@ def make_rnn_layer(
             as JoeyNMT's `xavier_uniform_n_`).
         forget_bias: initial LSTM forget-gate bias (`1.0` is Keras' `unit_forget_bias=True`;
             JoeyNMT's two PyTorch biases of 1 add up to 2). Ignored by the other kinds.
-        recurrent_dropout: rate of Keras' recurrent dropout (one mask on `h_{t-1}` per sequence,
-            during training only). With it Keras runs GRU/LSTM with four (three) separate gate
-            products per step (`implementation=1`) and never uses cuDNN.
+        recurrent_dropout: rate of Keras' recurrent dropout (one mask per gate on `h_{t-1}`,
+            drawn once per sequence, during training only). With it Keras runs GRU with three
+            separate gate products per step (`implementation=1`); :class:`LSTM` runs it in its
+            own loops. Neither uses cuDNN with it.
         bidirectional: wrap the layer in :class:`BidirectionalRNN`.
         merge: `"concat"`, `"sum"` or `"ave"`: how the two directions are merged.
         seed: dropout seed passed to the layer.
