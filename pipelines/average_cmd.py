@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from translator.io import ArtifactError, atomic_write_json, read_json
+from translator.io import (
+    ArtifactError,
+    atomic_write_json,
+    check_output_path,
+    check_replaceable,
+    read_json,
+)
 from translator.rundir import RunDir
 
 AVERAGE_RECORD = "average.json"
@@ -125,8 +131,9 @@ def plan_average(
         raise ValueError(f"--output {out} is the run directory itself; give another directory")
     if out.exists() and not force:
         raise ValueError(f"{out} exists; give --force to replace it, or another --output")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a directory; give another --output")
+    check_output_path(out, "--output", directory=True)
+    if out.exists():  # with --force: only an earlier average, never a directory holding the run
+        check_replaceable(out, "--output", run.path, lambda d: (d / AVERAGE_RECORD).is_file())
     if not run.split("valid").is_file():
         raise FileNotFoundError(f"{run.split('valid')} not found: the average is scored on it")
     epochs = select_epochs(kept, n, how)

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from translator.pipelines import argtypes
-from translator.pipelines.jsonout import emit_json
+from translator.pipelines.jsonout import add_json_argument, emit_json
 
 
 def add_bench_scale_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,9 +37,7 @@ def add_bench_scale_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value in every config, e.g. data.train=/data/synth5m.tsv",
     )
-    p.add_argument(
-        "--json", nargs="?", const="-", help="print JSON (or write it to the given file)"
-    )
+    add_json_argument(p, "print JSON (or write it to the given file)")
 
 
 def cmd_bench_scale(args) -> int:

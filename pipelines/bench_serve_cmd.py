@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from translator.pipelines import argtypes
-from translator.pipelines.jsonout import emit_json
+from translator.pipelines.jsonout import add_json_argument, emit_json
 
 STARTUP_SECONDS = 300.0  # the server's import of TensorFlow and its model load
 HEALTH_SECONDS = 60.0
@@ -68,13 +68,7 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="sentences to send, one a line (default: the source side of the run's test split)",
     )
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="FILE",
-        help="print JSON (or write it to the given file)",
-    )
+    add_json_argument(p, "print JSON (or write it to the given file)")
     p.add_argument(
         "--warmup",
         type=int,

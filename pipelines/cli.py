@@ -11,11 +11,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from translator.pipelines.argtypes import add_xla_argument, number  # noqa: E402
-from translator.pipelines.jsonout import emit_json  # noqa: E402
+from translator.pipelines.jsonout import add_json_argument, emit_json  # noqa: E402
 from translator.pipelines.stages import STAGES, Context, StageError, run_stages  # noqa: E402
 
 from translator.config import ConfigError, load_config  # noqa: E402
 from translator.data.corpus import CorpusError  # noqa: E402
+from translator.io import check_output_path  # noqa: E402
 from translator.rundir import RunDirBusyError  # noqa: E402
 from translator.translate_file import OutputError  # noqa: E402
 
@@ -33,6 +34,7 @@ USER_ERRORS = (
 def _context(args) -> Context:
     config = load_config(args.config, overrides=args.set or [])
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
+    check_output_path(run_dir, "--run-dir" if args.run_dir else "the run directory", directory=True)
     return Context(config=config, run_dir=run_dir, force=args.force)
 
 
@@ -120,6 +122,17 @@ def cmd_translate(args) -> int:
         raise ValueError("give sentences on the command line or --input FILE, not both")
     if args.plot_attention and (len(args.sentences) != 1 or args.input):
         raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")
+    if args.plot_attention:
+        check_output_path(args.plot_attention, "--plot-attention")
+    if args.resume and not args.output:
+        raise ValueError("--resume continues an --output file; give --output")
+    if args.output:
+        out = check_output_path(args.output, "--output")
+        if args.input and out.exists() and os.path.samefile(args.input, out):
+            raise ValueError(
+                f"--output {args.output} is the --input file; writing it would erase the "
+                "input: give another output file"
+            )
     import_tensorflow_quietly()
     from translator.translate import Translator
 
@@ -167,8 +180,6 @@ def _plot_attention(translator, args, options: dict) -> int:
 def cmd_bench(args) -> int:
     from translator.benchmark import format_report, run_benchmarks
 
-    if args.roof_size < 1:
-        raise ValueError(f"--roof-size must be at least 1, got {args.roof_size}")
     results = run_benchmarks(
         args.run_dir,
         train_steps=args.train_steps,
@@ -325,16 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
         "measured in the same process). Progress goes to stderr, the report to stdout.",
     )
     p.add_argument("run_dir", help="a run directory with a trained model")
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        help="print JSON (or write it to the given file); `--json` alone prints nothing else on "
-        "stdout",
+    add_json_argument(
+        p,
+        "print JSON (or write it to the given file); `--json` alone prints nothing else on stdout",
     )
-    p.add_argument("--train-steps", type=int, default=20, help="training steps timed (default 20)")
     p.add_argument(
-        "--naive-sentences", type=int, default=100, help="sentences for the naive decoder"
+        "--train-steps", type=number(int), default=20, help="training steps timed (default 20)"
+    )
+    p.add_argument(
+        "--naive-sentences",
+        type=number(int, minimum=0),
+        default=100,
+        help="sentences for the naive decoder (0: skip it)",
     )
     p.add_argument(
         "--no-export",
@@ -350,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--roof-size",
-        type=int,
+        type=number(int),
         default=2048,
         metavar="N",
         help="matrix size of the tf.matmul that measures the roof (default 2048)",
@@ -394,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment YAML file, e.g. configs/tiny.yaml")
     p.add_argument("--steps", type=int, default=30, help="training steps per epoch (2 epochs)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--json", nargs="?", const="-", help="print JSON (or write it to the file)")
+    add_json_argument(p, "print JSON (or write it to the file)")
     p.set_defaults(func=cmd_bench_distribute)
 
     from translator.pipelines.bench_serve_cmd import add_bench_serve_arguments, cmd_bench_serve
@@ -475,6 +488,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def _os_error(e: OSError) -> str:
+    """One line for an `OSError`: the path (an atomic write's target rather than its hidden
+    temporary file) and the system's reason."""
+    name = e.filename2 if e.filename2 is not None else e.filename
+    reason = e.strerror or str(e)
+    return f"{name}: {reason}" if name is not None else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
@@ -494,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as e:
         print(f"translator: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refused: a directory, a full disk, no permission
+        if args.verbose:
+            raise
+        print(f"translator: error: {_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("translator: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from translator.pipelines.argtypes import add_xla_argument
 
+from translator.io import check_output_path
+
 DEFAULT_OUTPUT_DIR = "evaluation"
 
 
@@ -107,7 +109,9 @@ def run_evaluate(args) -> int:
 
     if args.worst < 0:
         raise ValueError(f"--worst must be 0 or more, got {args.worst}")
-    output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
+    output_dir = check_output_path(
+        args.output_dir or DEFAULT_OUTPUT_DIR, "--output-dir", directory=True
+    )
     # RUN_A+RUN_B: one system, the ensemble of the runs (a list of run directories).
     targets = [members if len(members := _ensemble_members(t)) > 1 else t for t in args.targets]
     rows = evaluate(
@@ -148,6 +152,7 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
 def run_plot(args) -> int:
     from translator.plots import plot_runs
 
+    check_output_path(args.output, "--output")
     path = plot_runs(args.run_dirs, args.output)
     print(f"wrote {path}")
     return 0

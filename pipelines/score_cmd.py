@@ -107,7 +107,7 @@ def score_stream(
 def cmd_score(args) -> int:
     from translator.pipelines.cli import _ensemble_members, import_tensorflow_quietly
 
-    from translator.io import atomic_path
+    from translator.io import atomic_path, check_output_path
     from translator.rundir import RunDir
     from translator.translate_file import CHUNK_LINES, OutputError
 
@@ -115,9 +115,7 @@ def cmd_score(args) -> int:
     runs = [RunDir(m).require_trained() for m in _ensemble_members(args.run_dir)]
     batch_size = runs[0].load_config().decode.with_overrides(batch_size=args.batch_size).batch_size
     files = input_files(args.input)
-    output = Path(args.output) if args.output else None
-    if output is not None and output.is_dir():
-        raise ValueError(f"--output {output} is a directory; give a file")
+    output = check_output_path(args.output, "--output") if args.output else None
     import_tensorflow_quietly()
     from translator.translate import Translator
 

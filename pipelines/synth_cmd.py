@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from translator.pipelines import argtypes
+
+from translator.io import check_output_path
 
 
 def add_synth_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,9 +31,7 @@ def cmd_synth(args) -> int:
 
     from translator.data.synthetic import write_synthetic_corpus
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"{out} is a directory; give a file name such as synth.tsv")
+    out = check_output_path(args.out, "OUT")
     t0 = time.time()
     with tqdm(
         total=args.pairs,

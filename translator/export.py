@@ -46,7 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from translator.config import ConfigError, DecodeConfig
-from translator.io import ArtifactError, atomic_write_json
+from translator.io import (
+    ArtifactError,
+    atomic_write_json,
+    check_output_path,
+    check_replaceable,
+)
 from translator.rundir import RunDir
 
 EXPORT_INFO = "translator_export.json"  # written beside saved_model.pb
@@ -292,6 +297,14 @@ def export_run(
         )
     if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
         raise ExportError(f"{out} is inside the run directory {run.path}; export somewhere else")
+    check_output_path(out, "OUT_DIR", directory=True)
+    if out.exists():
+        check_replaceable(
+            out,
+            "OUT_DIR",
+            run.path,
+            lambda d: (d / "saved_model.pb").is_file() or (d / EXPORT_INFO).is_file(),
+        )
 
     from translator.translate import Translator
 

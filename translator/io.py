@@ -24,8 +24,16 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     The temporary file is `.<name>.<random>.tmp<suffix>` (`suffix`: `path`'s own by default;
     Keras' `save_weights` needs `.weights.h5`); :func:`atomic_leftovers` finds those a killed
     process left. If the body raises, the temporary file is removed and `path` is untouched.
+
+    A symbolic link stays a link: its target is written. A device or a pipe (`/dev/stdout`,
+    `/dev/null`) is written in place: there is no file to replace.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        yield path
+        return
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.",
@@ -87,3 +95,66 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written (a directory where a file goes, a file where a
+    directory goes, an unwritable place) or must not be replaced; the message names it."""
+
+
+def check_output_path(path: str | Path, what: str, *, directory: bool = False) -> Path:
+    """Check, before any work, that `path` can be written as a file (or, with `directory`, as a
+    directory): it is not the other kind, the nearest existing parent is a writable directory.
+
+    Args:
+        path: the output path.
+        what: how the user gave it, for messages (e.g. `"--output"`, `"OUT_DIR"`).
+        directory: the output is a directory.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        OutputPathError: naming `what` and the path.
+    """
+    path = Path(path)
+    if path.exists():
+        if directory and not path.is_dir():
+            raise OutputPathError(f"{what} {path} is a file; give a directory")
+        if not directory and path.is_dir():
+            raise OutputPathError(f"{what} {path} is a directory; give a file name")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{what} {path}: {parent} is a file, not a directory")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK) or (target.is_dir() and not os.access(target, os.X_OK)):
+        raise OutputPathError(f"{what} {path}: {target} is not writable")
+    return path
+
+
+def check_replaceable(out: str | Path, what: str, protected: Path, is_own: Any) -> None:
+    """Refuse to replace (`--force`) a directory that holds `protected` (the run an output is
+    made from), or one that is neither empty nor an earlier output of the same command.
+
+    Args:
+        out: the output directory about to be replaced.
+        what: how the user gave it (e.g. `"OUT_DIR"`, `"--output"`).
+        protected: a path that must survive (e.g. the source run directory).
+        is_own: `is_own(out) -> bool`: `out` is an earlier output of this command.
+
+    Raises:
+        OutputPathError: naming `what` and the path.
+    """
+    out, protected = Path(out).resolve(), Path(protected).resolve()
+    if out == protected or out in protected.parents:
+        raise OutputPathError(
+            f"{what} {out} holds the run directory {protected}; replacing it would delete the "
+            "run: give another directory"
+        )
+    if out.is_dir() and any(out.iterdir()) and not is_own(out):
+        raise OutputPathError(
+            f"{what} {out} is not empty and was not written by this command; --force replaces "
+            "only an earlier output: give another directory, or remove it yourself"
+        )

@@ -97,10 +97,14 @@ def translate_stream(
         disable=not sys.stderr.isatty(),  # a log file gets the summary line only
     )
     out = sink
+
+    def open_output() -> TextIO:
+        # Opened (and an earlier file replaced) only once there is something to write: an
+        # input that fails before its first chunk is translated leaves the file as it was.
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        return open(output_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
+
     try:
-        if output_path is not None:
-            output_path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(output_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
         # Two chunks in flight: while one is in the search (TensorFlow releases the GIL), the
         # other is tokenised, batched or detokenised, so both cores stay busy. Outputs are
         # written in input order.
@@ -123,6 +127,8 @@ def translate_stream(
                 if not pending:
                     break
                 results = pending.popleft().result()
+                if out is None:
+                    out = open_output()
                 out.write("".join(_format(r, done + i, n_best) for i, r in enumerate(results)))
                 out.flush()
                 done += len(results)
@@ -130,6 +136,8 @@ def translate_stream(
         if bad_input is not None:
             raise bad_input
         if output_path is not None:
+            if out is None:  # an empty input: an empty output
+                out = open_output()
             out.close()
     except OSError as e:
         raise OutputError(
@@ -137,6 +145,8 @@ def translate_stream(
             f"{done} complete inputs only"
         ) from None
     except CorpusError as e:
+        if output_path is not None and out is None:
+            raise CorpusError(f"{e}; nothing was written, {name} is as it was") from None
         hint = " (fix the input, then rerun with --resume)" if output_path is not None else ""
         raise CorpusError(
             f"{e}; the {done} lines before it are translated in {name}{hint}"

@@ -5,6 +5,7 @@ Each kind of error is met once in a subprocess, as a shell sees it (its exit sta
 before the error line, not even TensorFlow's start-up lines); the other cases of the kind run `main`
 in this process (`run_main`), which saves a TensorFlow import per case."""
 
+import shutil
 import subprocess
 import sys
 
@@ -115,3 +116,58 @@ def test_a_config_that_disagrees_with_its_model_is_a_warning(tiny_run, tmp_path)
     r = cli("translate", run_dir, "Das Haus.")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     assert "warning:" in r.stderr and "describes another model" in r.stderr
+
+
+def test_outputs_that_would_erase_something_are_refused_before_any_work(tiny_run, tmp_path):
+    """The input as its own output, an earlier output replaced by a run that fails at once, and
+    `--force` onto a directory that holds the run or is not an earlier export: refused, nothing
+    touched."""
+    src = tmp_path / "in.txt"
+    src.write_text("Das Haus.\nDer Hund.\n", encoding="utf-8")
+    _clean_error(run_main("translate", tiny_run, "--input", src, "--output", src), "--input file")
+    assert src.read_text(encoding="utf-8") == "Das Haus.\nDer Hund.\n"
+    previous = tmp_path / "previous.txt"
+    previous.write_text("an earlier translation\n", encoding="utf-8")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe kaputt\nDas Haus.\n")
+    r = run_main("translate", tiny_run, "--input", bad, "--output", previous)
+    _clean_error(r, f"{bad}:1: invalid UTF-8", "as it was")
+    assert previous.read_text(encoding="utf-8") == "an earlier translation\n"
+    _clean_error(run_main("translate", tiny_run, "Das Haus.", "--resume"), "--resume")
+    # export --force: never a directory holding the run, never a directory of other files.
+    parent = tmp_path / "parent"
+    run = parent / "run"
+    shutil.copytree(tiny_run, run)
+    _clean_error(run_main("export", run, parent, "--force"), "holds the run directory")
+    assert (run / "model.keras").is_file()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    _clean_error(run_main("export", tiny_run, notes, "--force"), "not written by this command")
+    assert (notes / "notes.txt").read_text() == "keep me" and (tiny_run / "model.keras").is_file()
+
+
+def test_unwritable_output_paths_are_one_line_errors_before_the_work(tiny_run, tmp_path):
+    """A directory where a file goes, a file where a directory goes, a file as a parent: one
+    line naming the option, checked before training, decoding or benchmarking."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    _clean_error(run_main("plot", tiny_run, "--output", tmp_path), "--output", "is a directory")
+    _clean_error(
+        run_main("evaluate", tiny_run, "--output-dir", blocker), "--output-dir", "is a file"
+    )
+    _clean_error(run_main("synth-corpus", blocker / "x.tsv", "--pairs", "5"), "is a file, not")
+    _clean_error(run_main("run", TINY, "--run-dir", blocker), "--run-dir", "is a file")
+    _clean_error(
+        run_main("translate", tiny_run, "Das Haus.", "--plot-attention", tmp_path),
+        "--plot-attention",
+    )
+    for args in (
+        ("--json", tmp_path),
+        ("--json", blocker / "x.json"),
+        ("--train-steps", "-3"),
+        ("--train-steps", "0"),
+        ("--naive-sentences", "-1"),
+    ):
+        r = run_main("bench", tiny_run, *args)
+        assert r.returncode == 2 and args[0] in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -1,0 +1,54 @@
+"""File helpers: atomic writes keep links and write devices in place; output paths are checked
+before the work."""
+
+import os
+
+import pytest
+
+from translator.io import (
+    OutputPathError,
+    atomic_write_text,
+    check_output_path,
+    check_replaceable,
+)
+
+
+def test_an_atomic_write_through_a_link_writes_its_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "target.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    atomic_write_text(os.devnull, "into a device, in place")  # no temporary file in /dev
+    with pytest.raises(OSError):
+        atomic_write_text("/dev/full", "x")
+
+
+def test_check_output_path(tmp_path):
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    assert check_output_path(tmp_path / "new" / "out.txt", "--output") == tmp_path / "new/out.txt"
+    check_output_path(tmp_path / "new-dir", "OUT_DIR", directory=True)
+    with pytest.raises(OutputPathError, match="--output .* is a directory"):
+        check_output_path(tmp_path, "--output")
+    with pytest.raises(OutputPathError, match="OUT_DIR .* is a file; give a directory"):
+        check_output_path(blocker, "OUT_DIR", directory=True)
+    with pytest.raises(OutputPathError, match="is a file, not a directory"):
+        check_output_path(blocker / "sub" / "out.txt", "--output")
+
+
+def test_check_replaceable(tmp_path):
+    run = tmp_path / "parent" / "run"
+    run.mkdir(parents=True)
+    with pytest.raises(OutputPathError, match="holds the run directory"):
+        check_replaceable(tmp_path / "parent", "--output", run, lambda d: True)
+    with pytest.raises(OutputPathError, match="holds the run directory"):
+        check_replaceable(run, "--output", run, lambda d: True)
+    other = tmp_path / "other"
+    other.mkdir()
+    check_replaceable(other, "--output", run, lambda d: False)  # empty: fine
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(OutputPathError, match="not written by this command"):
+        check_replaceable(other, "--output", run, lambda d: False)
+    check_replaceable(other, "--output", run, lambda d: True)  # an earlier output
