@@ -38,3 +38,19 @@ def test_an_export_refuses_other_options(export_server):
     assert status == 422
     assert answer["error"].startswith("beam_size: this export fixes beam_size at 4")
     assert request(export_server.url, "/health")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/translate", b'{"text": "\\ud800"}', "text"),
+        ("/translate", b'{"text": ["Hallo", "\\udfff"]}', "text[1]"),
+        ("/align", b'{"text": "Hallo \\ud800"}', "text"),
+    ],
+)
+def test_an_export_refuses_a_lone_surrogate_naming_the_field(export_server, path, body, field):
+    tracebacks = export_server.stderr().count("Traceback")
+    status, answer = request(export_server.url, path, raw=body)
+    assert status == 422
+    assert answer["error"].startswith(f"{field}: not valid Unicode: a lone surrogate"), answer
+    assert export_server.stderr().count("Traceback") == tracebacks

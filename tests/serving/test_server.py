@@ -5,6 +5,7 @@ stand-in backend for batching, failures and export-fixed options."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import signal
@@ -185,6 +186,22 @@ BAD_REQUESTS = [
     ("align-options", "/align", {"text": "a", "beam_size": 2}, "422 beam_size: unknown field"),
     ("align-long", "/align", {"text": BIG}, "422 text: 100000 characters"),
     ("over-1MB", T, {"text": "a" * 1_100_000}, "413 request body: over the limit of 1000000"),
+    # valid JSON, but a lone surrogate escape is no Unicode text (the model cannot take it)
+    ("surrogate", T, b'{"text": "\\ud800"}', "422 text: not valid Unicode: a lone surrogate"),
+    (
+        "surrogate-item",
+        T,
+        b'{"text": ["ok", "a\\udc00b"]}',
+        "422 text[1]: not valid Unicode: a lone surrogate (\\udc00) at character 1",
+    ),
+    ("surrogate-align", "/align", b'{"text": "\\ud800"}', "422 text: not valid Unicode"),
+    (
+        "surrogate-key",
+        T,
+        b'{"text": "a", "\\ud800": 1}',
+        '422 request body: a field name, "\\ud800"',
+    ),
+    ("surrogate-option", T, b'{"text": "a", "beam_size": "\\udfff"}', "422 beam_size: expected an"),
 ]
 
 
@@ -194,10 +211,69 @@ BAD_REQUESTS = [
 def test_bad_requests_get_a_4xx_naming_the_problem(server, path, body, expected):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "text/plain"} if raw == b"text=Hallo" else None
+    tracebacks = server.stderr().count("Traceback")
     status, answer = request(server.url, path, raw=raw, headers=headers)
     assert f"{status} {answer.get('error')}".startswith(expected), answer
     assert set(answer) == {"error"}
     assert request(server.url, "/health")[0] == 200  # still serving
+    assert server.stderr().count("Traceback") == tracebacks  # a bad request is no server error
+
+
+def _post_with_headers(url: str, path: str, body: bytes, headers: list[tuple[str, str]]):
+    """`(status, JSON answer)` of a POST with exactly these headers (and Content-Length): none
+    added, several of one name kept (urllib would add a Content-Type)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in [*headers, ("Content-Length", str(len(body)))]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+CONTENT_TYPES = [
+    # (id, Content-Type header values, "STATUS the error's start", or 200)
+    ("none", [], 200),  # curl --data-binary with -H 'Content-Type:': read as JSON
+    ("empty", [""], 200),
+    ("utf-8", ["application/json; charset=UTF-8"], 200),
+    ("utf-8-quoted", ['application/json; charset="utf-8"'], 200),
+    ("vendor-json", ["application/vnd.api+json"], 200),
+    (
+        "latin-1",
+        ["application/json; charset=latin-1"],
+        "415 request body: Content-Type 'application/json; charset=latin-1' announces charset "
+        "latin-1; send the JSON as UTF-8",
+    ),
+    ("utf-16", ["application/json;charset=utf-16"], "415 request body: Content-Type"),
+    ("text-plus-json", ["text/+json"], "415 request body: Content-Type must be application/json"),
+    ("no-slash", ["foo+json"], "415 request body: Content-Type must be application/json"),
+    ("two", ["text/plain", "application/json"], "400 request body: 2 Content-Type headers"),
+    ("two-json", ["application/json", "application/json"], "400 request body: 2 Content-Type"),
+]
+
+
+@pytest.mark.parametrize(
+    "ctypes, expected", [c[1:] for c in CONTENT_TYPES], ids=[c[0] for c in CONTENT_TYPES]
+)
+def test_content_type_is_json_or_absent(server, sentences, ctypes, expected):
+    """A body is read as JSON when it says so (in UTF-8) or says nothing; anything else gets a
+    4xx naming the header, the same for every header the app and FastAPI could read."""
+    body = json.dumps({"text": sentences[0]}).encode()
+    tracebacks = server.stderr().count("Traceback")
+    status, answer = _post_with_headers(
+        server.url, "/translate", body, [("Content-Type", value) for value in ctypes]
+    )
+    if expected == 200:
+        assert status == 200, answer
+        assert answer == request(server.url, "/translate", {"text": sentences[0]})[1]
+    else:
+        assert f"{status} {answer.get('error')}".startswith(expected), answer
+        assert set(answer) == {"error"}
+    assert server.stderr().count("Traceback") == tracebacks
 
 
 def _raw_exchange(url: str, data: bytes) -> tuple[bytes, dict]:
@@ -228,6 +304,33 @@ def test_wrong_method_and_path_get_json_errors(server):
     assert status == 405 and answer["error"].startswith("GET /translate: method not allowed")
     status, answer = request(server.url, "/nowhere")
     assert status == 404 and answer["error"].startswith("/nowhere: no such endpoint")
+
+
+def test_a_trailing_slash_is_a_json_404_naming_the_endpoint(server):
+    """Not a bare 307 redirect (urllib would follow it for a GET)."""
+    for path, body in (("/translate/", {"text": "Hallo"}), ("/align/", {"text": "a"})):
+        status, answer = request(server.url, path, body)
+        assert status == 404
+        assert answer == {
+            "error": f"{path}: no such endpoint; did you mean {path[:-1]} (without the trailing "
+            "slash)?"
+        }
+    status, answer = request(server.url, "/health/")
+    assert status == 404 and answer["error"].startswith("/health/: no such endpoint; did you")
+
+
+@pytest.mark.parametrize("path, media", [("/health", "application/json"), ("/", "text/html")])
+def test_head_answers_like_get(server, path, media):
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("HEAD", path)
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith(media)
+        assert response.read() == b""
+    finally:
+        conn.close()
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -384,6 +487,59 @@ def test_a_failing_batch_is_a_500_for_its_requests_only():
         assert bad_answer["error"].startswith("translation failed (RuntimeError: the model broke)")
         assert good == 200 and good_answer["translation"] == "FINE 0"
         assert request(url, "/translate", {"text": "again"})[1]["translation"] == "AGAIN 0"
+
+
+def test_a_failing_request_fails_alone_in_its_batch():
+    """The batch fails as a whole; its requests are decoded again one by one, so only the one
+    that fails by itself gets the 500."""
+    backend = FakeBackend()
+    bodies = [{"text": "gut"}, {"text": "boom"}, {"text": ["a", "b"]}, {"text": "fein"}]
+    with in_process(backend, batch_window_ms=500) as url:
+        answers = _post_all(url, bodies)
+    assert [status for status, _ in answers] == [200, 500, 200, 200], answers
+    assert answers[1][1]["error"].startswith("translation failed (RuntimeError: the model broke)")
+    assert answers[0][1]["translation"] == "GUT 0" and answers[3][1]["translation"] == "FEIN 0"
+    assert [t["translation"] for t in answers[2][1]["translations"]] == ["A 0", "B 0"]
+    assert sorted(backend.calls[0][0]) == sorted(["gut", "boom", "a", "b", "fein"])  # one batch
+    assert sorted(texts for texts, _ in backend.calls[1:]) == [
+        ["a", "b"],
+        ["boom"],
+        ["fein"],
+        ["gut"],
+    ]
+
+
+class _OddBackend(FakeBackend):
+    """Answers `odd` with a mapping instead of a list: the batcher's own code fails on it."""
+
+    def translate(self, texts, **options):
+        results = super().translate(texts, **options)
+        return dict(enumerate(results)) if texts == ["odd"] else results
+
+
+def test_the_batcher_keeps_working_after_its_own_error():
+    with in_process(_OddBackend()) as url:
+        status, answer = request(url, "/translate", {"text": "odd"}, timeout=10)
+        assert status == 500 and answer["error"].startswith("translation failed (TypeError")
+        status, answer = request(url, "/translate", {"text": "next"}, timeout=10)
+        assert status == 200 and answer["translation"] == "NEXT 0"
+
+
+def test_a_lone_surrogate_fails_alone_next_to_valid_requests(api, sentences):
+    """The audit's case on the real model: sent with four valid requests in one batching window,
+    the bad one gets a 422 at validation and the others their translations."""
+    from translator.serving.backend import PythonBackend
+
+    bodies = [b'{"text": ["ok", "\\ud800"]}'] + [
+        json.dumps({"text": s}).encode() for s in sentences[:4]
+    ]
+    with in_process(PythonBackend(api), batch_window_ms=300) as url:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda b: request(url, "/translate", raw=b), bodies))
+    assert answers[0][0] == 422
+    assert answers[0][1]["error"].startswith("text[1]: not valid Unicode: a lone surrogate")
+    assert [status for status, _ in answers[1:]] == [200] * 4, answers
+    assert [a["translation"] for _, a in answers[1:]] == api.translate(sentences[:4])
 
 
 def test_an_export_fixes_its_options():

@@ -29,6 +29,7 @@ from translator.serving.batcher import Batcher, Options
 log = logging.getLogger("translator.serving")
 PAGE = Path(__file__).parent / "static" / "index.html"
 OPTION_KEYS = ("beam_size", "n_best", "length_penalty")
+ENDPOINTS = ("/translate", "/align", "/health")
 EXAMPLE = "Das Auto steht in der Garage."
 
 
@@ -57,9 +58,26 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     name = names.get(type(value), type(value).__name__)
-    shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, list) else ""
+    try:
+        shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, list) else ""
+    except (TypeError, ValueError):  # not a JSON value (e.g. bytes): named, not shown
+        shown = ""
     article = "an" if name[0] in "aeiou" else "a"
     return f"{article} {name}" + (f" ({shown})" if shown and len(shown) <= 40 else "")
+
+
+def _check_encodable(text: str, path: str) -> None:
+    """Raise a validation error naming `path` when `text` cannot be encoded as UTF-8: JSON lets a
+    `\\ud800` escape stand alone, but a lone surrogate is no Unicode text and no model takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(
+            "text_encoding",
+            "not valid Unicode: a lone surrogate ({char}) at character {at}; a \\ud800-\\udfff "
+            "escape must be one half of a high-low pair",
+            {"char": f"\\u{ord(text[e.start]):04x}", "at": e.start, "path": path},
+        ) from None
 
 
 class TranslateRequest(BaseModel):
@@ -90,7 +108,10 @@ class TranslateRequest(BaseModel):
                         "expected a string, got {got}",
                         {"got": _json_type(item), "path": f"text[{i}]"},
                     )
-        elif not isinstance(value, str):
+                _check_encodable(item, f"text[{i}]")
+        elif isinstance(value, str):
+            _check_encodable(value, "text")
+        else:
             raise PydanticCustomError(
                 "text_type",
                 "expected a string or a list of strings, got {got}",
@@ -107,6 +128,13 @@ class AlignRequest(BaseModel):
     )
 
     text: str = Field(description="one sentence")
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_is_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            _check_encodable(value, "text")
+        return value  # anything else: the strict `str` check names its type
 
 
 class Hypothesis(BaseModel):
@@ -151,6 +179,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 # -- errors --------------------------------------------------------------------------------------
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """`{"error": message}`; characters of `message` that UTF-8 cannot encode (lone surrogates
+    quoted from a request) are written as `\\udXXX` escapes."""
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -171,6 +202,12 @@ def describe_validation_error(err: dict, fields: str = "text") -> tuple[int, str
         return 400, f"request body: malformed JSON ({ctx.get('error', 'invalid')}{where})"
     path = ctx.get("path") or _path(loc)
     given = err.get("input")
+    if kind == "string_unicode":  # pydantic's own check: a field name with a lone surrogate
+        shown = json.dumps(given) if isinstance(given, str) and len(given) <= 40 else "a name"
+        where = f"{path}: a field name" if path else "request body: a field name"
+        return 422, (
+            f"{where}, {shown}, is not valid Unicode (a lone surrogate); the fields are {fields}"
+        )
     if not path:
         example = 'a JSON object such as {"text": "Guten Morgen."}'
         if kind == "missing":
@@ -192,10 +229,45 @@ def describe_validation_error(err: dict, fields: str = "text") -> tuple[int, str
     return 422, f"{path}: {message[:1].lower()}{message[1:]}"
 
 
+JSON_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")  # a JSON body is UTF-8 (RFC 8259)
+
+
+def content_type_problem(values: list[str]) -> tuple[int, str] | None:
+    """None when the request's Content-Type header values announce JSON (`application/json`,
+    `application/*+json`, with no charset or a UTF-8 one) or there is none (the body is read as
+    JSON, as curl's `--data-binary` with `-H 'Content-Type:'` sends it); otherwise the status and
+    message of the refusal: 415 for another media type or charset, 400 for several headers."""
+    values = [v for v in values if v.strip()]
+    if not values:
+        return None
+    if len(values) > 1:
+        given = ", ".join(repr(v) for v in values)
+        return 400, f"request body: {len(values)} Content-Type headers ({given}); send one"
+    ctype = values[0]
+    media, *params = (part.strip() for part in ctype.split(";"))
+    kind, _, subtype = media.lower().partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        return 415, (
+            f"request body: Content-Type must be application/json, got {ctype!r} (with curl: "
+            "-H 'Content-Type: application/json', or --json)"
+        )
+    for param in params:
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in JSON_CHARSETS:
+            return 415, (
+                f"request body: Content-Type {ctype!r} announces charset {charset or '(empty)'}; "
+                "send the JSON as UTF-8 (charset=utf-8, or no charset)"
+            )
+    return None
+
+
 class _BodyGuard:
     """ASGI middleware before FastAPI: a POST body over the size limit -> 413 (by its
     Content-Length, or while reading it), a body that is not UTF-8 -> 400, and a Content-Type
-    other than JSON -> 415. The body, read once, is handed on to the app.
+    other than JSON -> 415 (see `content_type_problem`). The body, read once, is handed on to
+    the app with the one header `Content-Type: application/json`, so FastAPI parses every body
+    this guard lets through as JSON (also one sent without a Content-Type).
 
     A rejected body is still read (and dropped) up to `DRAIN_BYTES`, so that a client that sends
     its whole body before reading the answer gets the 413 instead of a broken connection; a body
@@ -211,6 +283,7 @@ class _BodyGuard:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        ctypes = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-type"]
         too_big = (
             f"request body: over the limit of {self.limit} bytes; send fewer or shorter sentences"
         )
@@ -219,14 +292,9 @@ class _BodyGuard:
         if declared is not None and declared > self.limit:
             drain = declared <= self.DRAIN_BYTES
             return await self._reject(413, too_big, scope, receive, send, drain=drain)
-        ctype = headers.get("content-type", "")
-        media = ctype.split(";")[0].strip().lower()
-        if ctype and not (media == "application/json" or media.endswith("+json")):
-            message = (
-                f"request body: Content-Type must be application/json, got {ctype!r} (with curl: "
-                "-H 'Content-Type: application/json', or --json)"
-            )
-            return await self._reject(415, message, scope, receive, send)
+        problem = content_type_problem(ctypes)
+        if problem is not None:
+            return await self._reject(*problem, scope, receive, send)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -248,6 +316,13 @@ class _BodyGuard:
             )
             return await _error(400, message)(scope, receive, send)
         sent = False
+        scope = {
+            **scope,
+            "headers": [
+                *((k, v) for k, v in scope["headers"] if k.lower() != b"content-type"),
+                (b"content-type", b"application/json"),
+            ],
+        }
 
         async def replay():
             nonlocal sent
@@ -316,6 +391,8 @@ def create_app(
         "of one sentence (attention models); `GET /health` the model, its default decoding "
         'options and the request limits. Every error is `{"error": "..."}`.',
         lifespan=lifespan,
+        # `/translate/` is a 404 naming `/translate` (a JSON error), not a bare 307 redirect.
+        redirect_slashes=False,
     )
     app.state.batcher = batcher
     app.add_middleware(_BodyGuard, max_body_bytes=limits.max_body_bytes)
@@ -330,10 +407,16 @@ def create_app(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
+            path = request.url.path
             message = (
-                f"{request.url.path}: no such endpoint; the API is POST /translate, POST /align "
+                f"{path}: no such endpoint; the API is POST /translate, POST /align "
                 "and GET /health (see /docs)"
             )
+            if len(path) > 1 and path.rstrip("/") in ENDPOINTS:
+                message = (
+                    f"{path}: no such endpoint; did you mean {path.rstrip('/')} (without the "
+                    "trailing slash)?"
+                )
         elif exc.status_code == 400 and message == "There was an error parsing the body":
             cause = exc.__cause__
             why = f" ({type(cause).__name__})" if cause is not None else ""
@@ -437,6 +520,7 @@ def create_app(
             fail(500, f"alignment failed ({type(e).__name__}: {e}); see the server log")
         return AlignmentOut(**{k: found[k] for k in AlignmentOut.model_fields})
 
+    @app.head("/health", include_in_schema=False)  # HEAD: as GET, headers only
     @app.get("/health", summary="The model, its default options and the request limits")
     async def health() -> dict:
         return {
@@ -454,6 +538,7 @@ def create_app(
             },
         }
 
+    @app.head("/", response_class=HTMLResponse, include_in_schema=False)
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(

@@ -5,8 +5,11 @@ batching window (counted from that request's arrival) or until `max_batch_size` 
 waiting, collects every queued request with the same decoding options; then it decodes all their
 sentences with ONE `backend.translate` call and gives each request its slice. Decoding runs in a
 single worker thread, so TensorFlow works off the event loop (slow or idle clients never wait
-for it) and one call at a time. Requests with other options wait for the next batch; an error in
-a batch goes to the requests in that batch only.
+for it) and one call at a time. Requests with other options wait for the next batch.
+
+When a batch of several requests fails, its requests are decoded again one by one, so an error goes
+to the request that causes it only (the others get their answers, a little later); an error of a
+batch of one request goes to that request. The worker itself never stops on an error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,6 +25,7 @@ from typing import Any, TypeVar
 from translator.serving.backend import Backend
 
 T = TypeVar("T")
+log = logging.getLogger("translator.serving")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +128,15 @@ class Batcher:
                     await asyncio.wait_for(self._arrival.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            await self._decode(self._take(options))
+            batch = self._take(options)
+            try:
+                await self._decode(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # A bug here must not stop the worker: every later request would wait forever.
+                log.error("the batcher failed", exc_info=e)
+                self._fail(batch, e)
 
     def _take(self, options: Options) -> list[_Request]:
         """The oldest requests with `options`, up to `max_batch_size` sentences (at least one)."""
@@ -140,38 +153,60 @@ class Batcher:
         self._queue = rest
         return batch
 
-    async def _decode(self, batch: list[_Request]) -> None:
-        if not batch:
-            return
-        texts = [t for r in batch for t in r.texts]
-        o = batch[0].options
-        loop = asyncio.get_running_loop()
-        try:
-            results = await loop.run_in_executor(
-                self.executor,
-                lambda: self.backend.translate(
-                    texts,
-                    beam_size=o.beam_size,
-                    n_best=o.n_best,
-                    length_penalty=o.length_penalty,
-                ),
+    async def _backend(self, texts: list[str], o: Options) -> list[list[tuple[str, float]]]:
+        """One `backend.translate` call in the decoding thread; n-best lists, one per text."""
+        results = await asyncio.get_running_loop().run_in_executor(
+            self.executor,
+            lambda: self.backend.translate(
+                texts, beam_size=o.beam_size, n_best=o.n_best, length_penalty=o.length_penalty
+            ),
+        )
+        if len(results) != len(texts):
+            raise RuntimeError(
+                f"the backend returned {len(results)} results for {len(texts)} sentences"
             )
-            if len(results) != len(texts):
-                raise RuntimeError(
-                    f"the backend returned {len(results)} results for {len(texts)} sentences"
-                )
-        except asyncio.CancelledError:
-            for r in batch:
-                if not r.future.done():
-                    r.future.set_exception(RuntimeError("the server is shutting down"))
-            raise
-        except Exception as e:  # goes to this batch's requests only
-            for r in batch:
-                if not r.future.done():
-                    r.future.set_exception(e)
-            return
         self.batches += 1
         self.sentences += len(texts)
+        return results
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: BaseException) -> None:
+        for r in batch:
+            if not r.future.done():
+                r.future.set_exception(error)
+
+    async def _decode(self, batch: list[_Request]) -> None:
+        """Decode `batch` (requests with the same options) in one call, or, when that fails and
+        it has several requests, each request alone: an error reaches only the requests that
+        fail by themselves."""
+        if not batch:
+            return
+        try:
+            try:
+                results = await self._backend([t for r in batch for t in r.texts], batch[0].options)
+            except Exception as e:
+                if len(batch) == 1:
+                    self._fail(batch, e)
+                    return
+                log.warning(
+                    "a batch of %d requests failed (%s: %s); decoding them one by one",
+                    len(batch),
+                    type(e).__name__,
+                    e,
+                )
+                for r in batch:
+                    if r.future.done():  # the client went away
+                        continue
+                    try:
+                        alone = await self._backend(r.texts, r.options)
+                    except Exception as error:  # this request's own failure
+                        r.future.set_exception(error)
+                    else:
+                        r.future.set_result(alone)
+                return
+        except asyncio.CancelledError:
+            self._fail(batch, RuntimeError("the server is shutting down"))
+            raise
         start = 0
         for r in batch:
             if not r.future.done():
