@@ -89,6 +89,69 @@ def test_missing_and_malformed_config_files(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize(
+    "section, values, key, words",
+    [
+        ("data", {"corpus": "europarl"}, "data.corpus", "ding-de-en, tsv, text, tfds:NAME"),
+        ("data", {"corpus": "tfds:"}, "data.corpus", "valid choices"),
+        ("data", {"max_train_pairs": -5}, "data.max_train_pairs", "at least 1"),
+        ("data", {"max_valid_pairs": 0}, "data.max_valid_pairs", "at least 1"),
+        ("data", {"max_test_pairs": -1}, "data.max_test_pairs", "at least 1"),
+        ("data", {"valid_fraction": float("nan")}, "data.valid_fraction", "in (0, 1)"),
+        ("data", {"valid_fraction": 1.0}, "data.valid_fraction", "in (0, 1)"),
+        ("data", {"test_fraction": 0}, "data.test_fraction", "in (0, 1)"),
+        ("data", {"valid_fraction": 0.6, "test_fraction": 0.5}, "data.test_fraction", "below 1"),
+        ("data", {"max_words": 0}, "data.max_words", "at least 1"),
+        ("data", {"split_seed": -1}, "data.split_seed", "2**32"),
+        ("data", {"src_lang": " "}, "data.src_lang", "non-empty"),
+        ("tokenizer", {"character_coverage": 0.9}, "tokenizer.character_coverage", "0.98"),
+        ("tokenizer", {"character_coverage": 1.5}, "tokenizer.character_coverage", "0.98"),
+        ("tokenizer", {"min_frequency": -2}, "tokenizer.min_frequency", "at least 1"),
+        ("model", {"embedding_dim": 0}, "model.embedding_dim", "at least 1"),
+        ("train", {"seed": 2**32}, "train.seed", "2**32"),
+        ("train", {"seed": -3}, "train.seed", "2**32"),
+        ("eval", {"metrics": []}, "eval.metrics", "at least one metric; valid choices: bleu"),
+        ("eval", {"metrics": ["bleu", "bleu"]}, "eval.metrics", "bleu given more than once"),
+    ],
+)
+def test_out_of_range_values_fail_when_the_config_loads(section, values, key, words):
+    """Not later, in the stage that first uses them (or as a library's traceback)."""
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({section: values})
+    assert str(e.value).startswith(key + ":") and words in str(e.value), str(e.value)
+
+
+def test_the_corpus_kinds_and_edge_values_still_load():
+    for corpus in ("ding-de-en", "tsv", "text", "tfds:ted_hrlr_translate/pt_to_en"):
+        assert config_from_dict({"data": {"corpus": corpus}}).data.corpus == corpus
+    edge = config_from_dict(
+        {
+            "data": {"max_train_pairs": 1, "valid_fraction": 0.01, "test_fraction": 0.98},
+            "tokenizer": {"character_coverage": 0.98},
+            "train": {"seed": 0},
+            "eval": {"metrics": ["ter"]},
+        }
+    )
+    assert edge.train.seed == 0 and edge.eval.metrics == ["ter"]
+
+
+def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path):
+    """PyYAML keeps the last value silently, so an edit above an old line would not apply."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 3\n  seed: 2\n  epochs: 4\n")
+    with pytest.raises(
+        ConfigError, match=r"twice\.yaml.*'epochs' given twice \(line 2 and line 4\)"
+    ):
+        load_config(twice)
+    sections = tmp_path / "sections.yaml"
+    sections.write_text("train: {epochs: 3}\nmodel: {embedding_dim: 8}\ntrain: {seed: 2}\n")
+    with pytest.raises(ConfigError, match=r"'train' given twice \(line 1 and line 3\)"):
+        load_config(sections)
+    fine = tmp_path / "fine.yaml"  # the same key in different sections is no repetition
+    fine.write_text("train: {seed: 2}\ndata: {split_seed: 2}\n")
+    assert load_config(fine).train.seed == 2
+
+
 # --------------------------------------------------------------------------- attention keys
 
 

@@ -55,6 +55,14 @@ RECURRENT_INITIALIZERS = (
 )
 
 
+CORPUS_KINDS = (BUNDLED, "tsv", "text")
+
+
+def _is_tfds_name(corpus: str) -> bool:
+    """`tfds:NAME` with a non-empty NAME (whether TFDS has it is checked when it is read)."""
+    return corpus.startswith("tfds:") and corpus[len("tfds:") :].strip() != ""
+
+
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key path."""
 
@@ -110,7 +118,42 @@ class DataConfig:
     tfds_data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        _check(self.sentence_repeats >= 1, "data.sentence_repeats", "must be at least 1")
+        p = "data."
+        _check(
+            self.corpus in CORPUS_KINDS or _is_tfds_name(self.corpus),
+            p + "corpus",
+            f"invalid value {self.corpus!r}; valid choices: {', '.join(CORPUS_KINDS)}, tfds:NAME "
+            "(e.g. tfds:ted_hrlr_translate/pt_to_en)",
+        )
+        _check(self.sentence_repeats >= 1, p + "sentence_repeats", "must be at least 1")
+        _check(self.max_words >= 1, p + "max_words", f"must be at least 1, got {self.max_words}")
+        for key in ("max_train_pairs", "max_valid_pairs", "max_test_pairs"):
+            value = getattr(self, key)
+            _check(
+                value is None or value >= 1,
+                p + key,
+                f"must be at least 1 (or null: all pairs), got {value}",
+            )
+        for key in ("valid_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _check(
+                _finite(value) and 0 < value < 1,
+                p + key,
+                f"must be a number in (0, 1), the share of the pairs held out, got {value!r}",
+            )
+        _check(
+            self.valid_fraction + self.test_fraction < 1,
+            p + "test_fraction",
+            f"data.valid_fraction + data.test_fraction must be below 1 (some pairs must be left "
+            f"for training), got {self.valid_fraction} + {self.test_fraction}",
+        )
+        _check(
+            0 <= self.split_seed < 2**32,
+            p + "split_seed",
+            f"must be in [0, 2**32), got {self.split_seed}",
+        )
+        for key in ("src_lang", "tgt_lang"):
+            _check(getattr(self, key).strip() != "", p + key, "must be a non-empty string")
 
     @property
     def effective_sentence_repeats(self) -> int:
@@ -140,6 +183,19 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         _check(self.src_vocab_size >= 8, "tokenizer.src_vocab_size", "must be at least 8")
         _check(self.tgt_vocab_size >= 8, "tokenizer.tgt_vocab_size", "must be at least 8")
+        _check(
+            _finite(self.character_coverage) and 0.98 <= self.character_coverage <= 1,
+            "tokenizer.character_coverage",
+            "must be in [0.98, 1], as SentencePiece requires (the share of characters it keeps: "
+            f"1.0 for alphabetic languages, 0.9995 for Chinese or Japanese), got "
+            f"{self.character_coverage!r}",
+        )
+        _check(
+            self.min_frequency >= 1,
+            "tokenizer.min_frequency",
+            f"must be at least 1 (word and char tokenizers keep tokens seen this often), got "
+            f"{self.min_frequency}",
+        )
         _check(
             not self.joint_vocab or self.tgt_vocab_size == self.src_vocab_size,
             "tokenizer.tgt_vocab_size",
@@ -268,6 +324,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         enc, dec = self.encoder, self.decoder
+        _check(self.embedding_dim >= 1, "model.embedding_dim", "must be at least 1")
         for key in ("embedding_dropout", "output_dropout", "src_word_dropout", "tgt_word_dropout"):
             _check(0.0 <= getattr(self, key) < 1.0, "model." + key, "must be in [0, 1)")
         _check(
@@ -391,6 +448,7 @@ class TrainConfig:
         )
         _check(self.valid_beam_size >= 1, p + "valid_beam_size", "must be at least 1")
         _check(self.epochs >= 1, p + "epochs", "must be at least 1")
+        _check(0 <= self.seed < 2**32, p + "seed", f"must be in [0, 2**32), got {self.seed}")
         _check(self.batch_tokens >= 1, p + "batch_tokens", "must be positive")
         _check(
             _finite(self.learning_rate) and self.learning_rate > 0,
@@ -537,6 +595,13 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["bleu", "chrf"])
 
     def __post_init__(self) -> None:
+        _check(
+            len(self.metrics) > 0,
+            "eval.metrics",
+            f"must name at least one metric; valid choices: {', '.join(METRICS)}",
+        )
+        duplicated = sorted({m for m in self.metrics if self.metrics.count(m) > 1})
+        _check(not duplicated, "eval.metrics", f"{', '.join(duplicated)} given more than once")
         for m in self.metrics:
             _check(
                 m in METRICS,
@@ -718,6 +783,27 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so an edit above an old setting would not take effect)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (line {seen[key]} and line {line}); keep one",
+                    key_node.start_mark,
+                )
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config file, apply overrides and validate.
 
@@ -731,7 +817,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8-sig"))
+        loader.name = str(path)  # errors point at the file, not "<unicode string>"
+        try:
+            values = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     except UnicodeDecodeError as e:
