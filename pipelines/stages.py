@@ -7,6 +7,7 @@ fingerprint is unchanged and its outputs exist, the stage is skipped (unless for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import sys
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from translator.config import Config
+from translator.config import Config, ConfigError
 from translator.data.corpus import (
     CleanReport,
     CorpusError,
@@ -277,6 +278,8 @@ def run_stage(ctx: Context, stage: str) -> dict:
         if saved.get("fingerprint") == fp:
             ctx.log(f"[{stage}] skipped: up to date (use --force to rerun)")
             return {**saved.get("summary", {}), "skipped": True}
+    if not ctx.force:
+        _refuse_to_replace_a_model(ctx, stage, fp)
     ctx.log(f"[{stage}] running")
     t0 = time.time()
     summary = fn(ctx)
@@ -287,6 +290,98 @@ def run_stage(ctx: Context, stage: str) -> dict:
     # Recompute: evaluate's fingerprint depends on the model file, train's output.
     atomic_write_json(marker, {"fingerprint": _stage_fingerprint(ctx, stage), "summary": summary})
     return summary
+
+
+def _checkpoint_fingerprints(run: RunDir) -> set[str]:
+    """The training fingerprints recorded beside the checkpoints (readable state files only)."""
+    from translator.io import read_json
+
+    found = set()
+    for path in (run.train_state, run.previous_train_state):
+        try:
+            saved = read_json(path) if path.is_file() else None
+        except Exception:  # a damaged state file: `resume` reports it
+            continue
+        if isinstance(saved, dict) and isinstance(saved.get("fingerprint"), str):
+            found.add(saved["fingerprint"])
+    return found
+
+
+def _flat(values: dict, prefix: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _changed_settings(ctx: Context, stage: str) -> list[str]:
+    """`key: old -> new` for the settings of `stage`'s sections that differ from what
+    `config.yaml` recorded (empty when it cannot be read, or only inputs changed)."""
+    from translator.config import ConfigError
+
+    try:
+        saved = ctx.run.load_config()
+    except (ConfigError, OSError):
+        return []
+    old: dict[str, object] = {}
+    new: dict[str, object] = {}
+    for section in STAGE_SECTIONS[stage]:
+        old.update(_flat(saved.section(section), section + "."))
+        new.update(_flat(ctx.config.section(section), section + "."))
+    stops = {f"train.{k}" for k in STOP_KEYS} if stage == "train" else set()
+    return [
+        f"{key}: {old.get(key)!r} -> {new[key]!r}"
+        for key in new
+        if key not in stops and old.get(key) != new[key]
+    ]
+
+
+def _refuse_to_replace_a_model(ctx: Context, stage: str, fp: str) -> None:
+    """Raise StageError when running `stage` now would throw away a trained model (or the
+    checkpoints of an unfinished training) because settings changed: a `prepare` or `tokenize`
+    that was done with other settings (what the model was trained on would be replaced), or a
+    `train` whose checkpoints were made with other settings (it could not resume them, so it would
+    start from scratch). `--force` does it; a stage that is new, or repairs missing outputs with
+    the same settings, runs."""
+    run = ctx.run
+    trained = [p for p in (run.model_file, run.last_checkpoint) if p.is_file()]
+    if stage not in ("prepare", "tokenize", "train") or not trained:
+        return
+    if stage == "train":
+        recorded = _checkpoint_fingerprints(run)
+        if not recorded:  # no training state to compare with: the stage record decides
+            earlier = run.stage_record("train").get("fingerprint")
+            if earlier is None or earlier == fp:
+                return
+        elif training_fingerprint(ctx) in recorded:
+            return  # the checkpoints resume (a stop setting such as train.epochs may differ)
+        what = "training could not resume its checkpoints: it would start from scratch and replace"
+    else:
+        earlier = run.stage_record(stage).get("fingerprint")
+        if earlier is None or earlier == fp:
+            return
+        what = {
+            "prepare": "preparing the data again would replace the data it was trained on (and "
+            "the next training would start from scratch, replacing",
+            "tokenize": "training the tokenizers again would replace those it reads (and the "
+            "next training would start from scratch, replacing",
+        }[stage]
+    changed = _changed_settings(ctx, stage)
+    if changed:
+        why = "these settings changed: " + "; ".join(changed)
+    elif stage == "prepare":
+        why = "its input files changed"
+    else:
+        why = "what it was made from changed (an earlier stage was rerun with other settings)"
+    closing = "" if stage == "train" else ")"
+    raise StageError(
+        f"[{stage}] stopped: {run.path} holds a trained model ({trained[0].name}) and {why}; "
+        f"{what} it{closing}. To keep the model, give another --run-dir (or a new config name); "
+        "to replace it, rerun with --force"
+    )
 
 
 def _is_chief(ctx: Context) -> bool:
@@ -479,13 +574,15 @@ def tokenize(ctx: Context) -> dict:
     if t.joint_vocab:
         pairs = _progress(iter_tsv(path), "[tokenize] reading src and tgt", "pairs", n)
         texts = (text for p in pairs for text in (p.src, p.tgt))
-        tok = train_tokenizer(t.type, texts, t.src_vocab_size, sentence_count=2 * n, **options)
+        with _tokenizer_settings_checked(t, "src", joint=True):
+            tok = train_tokenizer(t.type, texts, t.src_vocab_size, sentence_count=2 * n, **options)
         tokenizers = {"src": tok, "tgt": tok}
     else:
         for side, size in (("src", t.src_vocab_size), ("tgt", t.tgt_vocab_size)):
             pairs = _progress(iter_tsv(path), f"[tokenize] reading {side}", "sentences", n)
             texts = (getattr(p, side) for p in pairs)
-            tokenizers[side] = train_tokenizer(t.type, texts, size, sentence_count=n, **options)
+            with _tokenizer_settings_checked(t, side):
+                tokenizers[side] = train_tokenizer(t.type, texts, size, sentence_count=n, **options)
     for side, tok in tokenizers.items():
         save_tokenizer(tok, ctx.run.tokenizers, side)
     records = write_train_records(
@@ -509,6 +606,44 @@ def tokenize(ctx: Context) -> dict:
         f"{len(records['shards'])} record shards"
     )
     return summary
+
+
+@contextlib.contextmanager
+def _tokenizer_settings_checked(t, side: str, joint: bool = False) -> Iterator[None]:
+    """SentencePiece refusing the settings (`TokenizerTrainingError`) as a `ConfigError` that
+    names the config key, what SentencePiece said, and what to set instead."""
+    from translator.data.tokenizers import TokenizerTrainingError
+
+    try:
+        yield
+    except TokenizerTrainingError as e:
+        key = f"tokenizer.{side}_vocab_size"
+        size = getattr(t, f"{side}_vocab_size")
+        which = "joint" if joint else ("source" if side == "src" else "target")
+        said = f"SentencePiece training the {which} tokenizer: {e.reason}"
+        if e.option == "vocab_size" and e.problem == "too_small":
+            at_least = f" to at least {e.limit}" if e.limit else ""
+            message = (
+                f"{key}: {size} is too small for this corpus ({said}); raise it{at_least}, or "
+                f"lower tokenizer.character_coverage (now {t.character_coverage}) to leave out "
+                "rare characters"
+            )
+        elif e.option == "vocab_size" and e.problem == "too_large":
+            at_most = f" to at most {e.limit}" if e.limit else ""
+            message = f"{key}: {size} is too large for this corpus ({said}); lower it{at_most}"
+        elif e.option == "vocab_size":
+            message = f"{key}: {size} was refused ({said})"
+        elif e.option == "character_coverage":
+            message = (
+                f"tokenizer.character_coverage: {t.character_coverage} was refused ({said}); "
+                "valid values are in [0.98, 1]"
+            )
+        else:
+            message = (
+                f"tokenizer: the settings were refused ({said}); check the tokenizer section of "
+                "the config (src_vocab_size, tgt_vocab_size, character_coverage, model_type)"
+            )
+        raise ConfigError(message) from None
 
 
 def load_tokenizers(ctx: Context):

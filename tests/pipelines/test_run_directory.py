@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -96,3 +97,60 @@ def test_config_names_cannot_leave_runs(tmp_path):
     # An explicit --run-dir is the user's choice.
     r = run_main("prepare", TINY, "--run-dir", tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr
+
+
+def _tree(run_dir):
+    """Every file of a run directory with its bytes (the lock file aside)."""
+    return {
+        p.relative_to(run_dir): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_changed_settings_never_replace_a_trained_model_without_force(tiny_run, tmp_path):
+    """A setting that would retrain from scratch (train, tokenizer or data, so also what the
+    model was trained on) stops before anything is written, naming the change; settings that
+    only continue the training, or do not touch it, go on; --force replaces."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    before = _tree(run_dir)
+    for change, stage in (
+        ("train.label_smoothing=0.3", "train"),
+        ("model.decoder.dropout=0.5", "train"),
+        ("tokenizer.tgt_vocab_size=64", "tokenize"),
+        ("data.max_words=7", "prepare"),
+    ):
+        r = run_main("run", TINY, "--run-dir", run_dir, "--set", change)
+        assert r.returncode == 2, (change, r.stdout, r.stderr)
+        key, value = change.split("=")
+        assert f"[{stage}] stopped: {run_dir} holds a trained model (model.keras)" in r.stderr
+        assert f"{key}: " in r.stderr and f" -> {value}" in r.stderr and "--force" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert _tree(run_dir) == before, change  # nothing written
+    # The stage command alone, too.
+    r = run_main("train", TINY, "--run-dir", run_dir, "--set", "train.learning_rate=0.5")
+    assert r.returncode == 2 and "train.learning_rate: 0.01 -> 0.5" in r.stderr, r.stderr
+    # Decoding settings re-evaluate the same model.
+    r = run_main("run", TINY, "--run-dir", run_dir, "--set", "decode.beam_size=2")
+    assert r.returncode == 0, r.stderr
+    assert (run_dir / "model.keras").read_bytes() == before[Path("model.keras")]
+    # --force replaces (and says so).
+    r = run_main(
+        "train", TINY, "--run-dir", run_dir, "--force", "--set", "train.label_smoothing=0.3",
+        "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2",
+    )  # fmt: skip
+    assert r.returncode == 0 and "training from scratch" in r.stdout, r.stderr
+    assert (run_dir / "model.keras").read_bytes() != before[Path("model.keras")]
+
+
+def test_checkpoints_of_an_interrupted_training_with_other_settings_are_kept(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "model.keras").unlink()  # killed before its first best model: checkpoints only
+    (run_dir / "stages" / "train.json").unlink()
+    last = (run_dir / "checkpoints" / "last.keras").read_bytes()
+    r = run_main("train", TINY, "--run-dir", run_dir, "--set", "train.clip_norm=5")
+    assert r.returncode == 2, r.stdout
+    assert "holds a trained model (last.keras)" in r.stderr and "train.clip_norm" in r.stderr
+    assert (run_dir / "checkpoints" / "last.keras").read_bytes() == last
