@@ -158,3 +158,14 @@ def check_replaceable(out: str | Path, what: str, protected: Path, is_own: Any) 
             f"{what} {out} is not empty and was not written by this command; --force replaces "
             "only an earlier output: give another directory, or remove it yourself"
         )
+
+
+def unicode_problem(text: str) -> tuple[int, str] | None:
+    """None when `text` is Unicode text that UTF-8 can encode; else `(index, escape)` of its
+    first lone surrogate (`\\ud800`-`\\udfff` not in a high-low pair): what a JSON `\\ud800`
+    escape, or a non-UTF-8 byte decoded with `surrogateescape` (command-line arguments), gives."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start, f"\\u{ord(text[e.start]):04x}"
+    return None

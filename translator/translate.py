@@ -15,6 +15,7 @@ from translator.data.corpus import normalize
 from translator.data.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
 from translator.decoding.sampling import DEFAULT_SEED, Sampler, check_seed
 from translator.decoding.search import Hypothesis, Searcher, max_output_lengths
+from translator.io import unicode_problem
 from translator.rundir import RunDir
 from translator.scoring import ScoredPair, Scorer
 
@@ -398,11 +399,19 @@ def _tokenizer_identity(tok: Tokenizer) -> tuple:
 
 
 def _as_list(sentences: Iterable[str]) -> list[str]:
-    """A list of sentences; a clear `TypeError` for anything that is not text."""
+    """A list of sentences; a clear `TypeError` for anything that is not a string, and a
+    `ValueError` for a string that is not Unicode text (a lone surrogate, which no tokenizer
+    takes)."""
     if isinstance(sentences, str | bytes) or not isinstance(sentences, Iterable):
         raise TypeError(f"expected a string or a list of strings, got {type(sentences).__name__}")
     out = list(sentences)
     for i, s in enumerate(out):
         if not isinstance(s, str):
             raise TypeError(f"sentence {i}: expected a string, got {type(s).__name__}")
+        problem = unicode_problem(s)
+        if problem is not None:
+            at, char = problem
+            raise ValueError(
+                f"sentence {i}: not valid Unicode: a lone surrogate ({char}) at character {at}"
+            )
     return out

@@ -171,3 +171,14 @@ def test_unwritable_output_paths_are_one_line_errors_before_the_work(tiny_run, t
     ):
         r = run_main("bench", tiny_run, *args)
         assert r.returncode == 2 and args[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_sentence_argument_that_is_not_utf8_is_named(tiny_run):
+    """A byte that is not UTF-8 in an argument reaches Python as a lone surrogate
+    (surrogateescape): one line naming the argument and the byte, not a tokenizer traceback."""
+    r = run_main("translate", tiny_run, "Gut.", "Das \udcff Haus.")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == (
+        "translator: error: SENTENCE 2 is not valid UTF-8 (byte 0xff at character 5); give "
+        "sentences in UTF-8 (is the terminal's encoding UTF-8?), or use --input FILE"
+    )

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from translator.config import ConfigError, DecodeConfig
+from translator.io import unicode_problem
 from translator.serving.backend import Backend
 from translator.serving.batcher import Batcher, Options
 
@@ -69,15 +70,15 @@ def _json_type(value: Any) -> str:
 def _check_encodable(text: str, path: str) -> None:
     """Raise a validation error naming `path` when `text` cannot be encoded as UTF-8: JSON lets a
     `\\ud800` escape stand alone, but a lone surrogate is no Unicode text and no model takes it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
+    problem = unicode_problem(text)
+    if problem is not None:
+        at, char = problem
         raise PydanticCustomError(
             "text_encoding",
             "not valid Unicode: a lone surrogate ({char}) at character {at}; a \\ud800-\\udfff "
             "escape must be one half of a high-low pair",
-            {"char": f"\\u{ord(text[e.start]):04x}", "at": e.start, "path": path},
-        ) from None
+            {"char": char, "at": at, "path": path},
+        )
 
 
 class TranslateRequest(BaseModel):
