@@ -86,3 +86,33 @@ def test_cli_n_best_and_resume(tiny_run, tmp_path):
     lines = out.read_text(encoding="utf-8").split("\n")[:-1]
     assert lines[0] == "stale first line" and len(lines) == len(SENTENCES)
     assert "translated 7 lines" in r.stderr
+
+
+def test_resume_refuses_an_output_that_is_not_this_inputs_translation(tiny_run, tmp_path):
+    """Before anything is written: more translated inputs than the input has, bytes that are
+    not UTF-8, lines that are no n-best output, or an n-best file with other options."""
+    src = tmp_path / "in.txt"
+    src.write_text("".join(s + "\n" for s in SENTENCES[:2]), encoding="utf-8")
+    out = tmp_path / "out.txt"
+    nbest = ["--beam-size", "2", "--n-best", "2"]
+    cases = [
+        (b"a\nb\nc\n", [], f"{out} holds 3 translated inputs but {src} has only 2 lines"),
+        (b"a\n\xff\n", [], f"{out}:2: not UTF-8; it is not an output of translate"),
+        (b"0\t-1.0\tx\nplain\n", nbest, f"{out}:2: expected INDEX<TAB>SCORE<TAB>HYPOTHESIS"),
+        (b"0\t-1\tx\n0\t-2\ty\n0\t-3\tz\n", nbest, f"{out}:3: input index 0 after 0"),
+        (b"1\t-1\tx\n", nbest, f"{out}:1: input index 1 first"),
+    ]
+    for content, options, message in cases:
+        out.write_bytes(content)
+        r = run_main("translate", tiny_run, "--input", src, "--output", out, "--resume", *options)
+        assert r.returncode == 2 and message in r.stderr, (content, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert out.read_bytes() == content  # as it was
+    # A partial last line is translated again (the file is cut back first).
+    out.write_bytes(b"first\nsec")
+    r = run_main("translate", tiny_run, "--input", src, "--output", out, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert out.read_text(encoding="utf-8").split("\n")[:-1] == [
+        "first",
+        Translator.load(tiny_run).translate(SENTENCES[1]),
+    ]

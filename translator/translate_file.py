@@ -47,23 +47,51 @@ def _format(per_input, index: int, n_best: int) -> str:
     return per_input + "\n"
 
 
-def _lines_done(path: Path, n_best: int) -> int:
-    """Complete inputs already in an output file; drops a trailing partial line."""
+def _resume_point(path: Path, n_best: int) -> tuple[int, int]:
+    """`(inputs, size)`: the complete inputs an output file holds and the bytes they take (a
+    trailing partial line, or an input with fewer than `n_best` lines, is not complete).
+
+    Raises:
+        CorpusError: naming the file and line, when it is not an output of `translate` with
+            these options (not UTF-8, or not `INDEX<TAB>SCORE<TAB>HYPOTHESIS` lines with n-best).
+    """
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        path.write_bytes(data)
-    lines = data.decode("utf-8").splitlines()
-    if n_best > 1:
-        indices = [int(line.split("\t", 1)[0]) for line in lines]
-        done = max(indices) + 1 if indices else 0
-        # Keep only whole inputs (all n_best lines present).
-        if indices and indices.count(done - 1) < n_best:
-            keep = [ln for ln, i in zip(lines, indices, strict=True) if i < done - 1]
-            path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
-            done -= 1
-        return done
-    return len(lines)
+    whole = data[: data.rfind(b"\n") + 1]
+    again = "; it is not an output of translate with these options: give another --output"
+    try:
+        lines = [line + "\n" for line in whole.decode("utf-8").split("\n")[:-1]]
+    except UnicodeDecodeError as e:
+        line = whole[: e.start].count(b"\n") + 1
+        raise CorpusError(f"{path}:{line}: not UTF-8{again}") from None
+    if n_best == 1:
+        return len(lines), len(whole)
+    indices: list[int] = []
+    count = 0
+    for lineno, line in enumerate(lines, start=1):
+        fields = line.split("\t", 2)
+        try:
+            if len(fields) < 3:
+                raise ValueError
+            index, _ = int(fields[0]), float(fields[1])
+        except ValueError:
+            raise CorpusError(
+                f"{path}:{lineno}: expected INDEX<TAB>SCORE<TAB>HYPOTHESIS (--n-best {n_best})"
+                f"{again}"
+            ) from None
+        last = indices[-1] if indices else -1
+        count = count + 1 if index == last else 1  # lines of this input so far
+        if index != last + 1 and not (index == last and count <= n_best):
+            # inputs in order, each with at most n_best lines together
+            after = f"after {last}" if indices else "first"
+            raise CorpusError(f"{path}:{lineno}: input index {index} {after}{again}")
+        indices.append(index)
+    done = indices[-1] + 1 if indices else 0
+    if indices and count < n_best:  # the last input is not whole
+        done -= 1
+    size = sum(
+        len(line.encode("utf-8")) for line, i in zip(lines, indices, strict=True) if i < done
+    )
+    return done, size
 
 
 def translate_stream(
@@ -84,10 +112,20 @@ def translate_stream(
     n_best = options.get("n_best") or translator.decode.n_best
     name = str(output_path) if output_path is not None else "standard output"
     skip = 0
+    lines = read_source_lines(source, source_name)
     if output_path is not None and resume and output_path.is_file():
-        skip = _lines_done(output_path, n_best)
+        skip, size = _resume_point(output_path, n_best)
+        read = sum(1 for _ in itertools.islice(lines, skip))
+        if read < skip:
+            raise CorpusError(
+                f"{output_path} holds {skip} translated inputs but {source_name} has only "
+                f"{read} lines: it is not a partial translation of this input; give another "
+                "--output, or drop --resume to replace it"
+            )
+        if size < output_path.stat().st_size:  # a partial last line or input: translated again
+            with open(output_path, "r+b") as f:
+                f.truncate(size)
         print(f"resuming: {skip} inputs already translated in {output_path}", file=sys.stderr)
-    lines = itertools.islice(read_source_lines(source, source_name), skip, None)
     done, t0 = skip, time.time()
     progress = tqdm(
         desc="translated",
