@@ -116,7 +116,7 @@ def cmd_translate(args) -> int:
         raise ValueError("--plot-attention draws the attention of search, not of sampling")
     if args.input and Path(args.input).is_dir():
         raise ValueError(f"--input {args.input} is a directory; give a text file")
-    if args.input and not Path(args.input).is_file():
+    if args.input and not Path(args.input).exists():  # a pipe (`--input <(zcat f.gz)`) is fine
         raise FileNotFoundError(f"input file not found: {args.input}")
     if args.input and args.sentences:
         raise ValueError("give sentences on the command line or --input FILE, not both")

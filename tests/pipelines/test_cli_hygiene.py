@@ -182,3 +182,18 @@ def test_a_sentence_argument_that_is_not_utf8_is_named(tiny_run):
         "translator: error: SENTENCE 2 is not valid UTF-8 (byte 0xff at character 5); give "
         "sentences in UTF-8 (is the terminal's encoding UTF-8?), or use --input FILE"
     )
+
+
+def test_input_may_be_a_pipe(tiny_run):
+    """`--input <(zcat corpus.gz)` (a /dev/fd path, no regular file) is read like a file."""
+    import os
+
+    read, write = os.pipe()
+    os.write(write, b"Das Haus.\nGut.\n")
+    os.close(write)
+    try:
+        r = run_main("translate", tiny_run, "--input", f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2 and "translated 2 lines" in r.stderr
