@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,44 @@ SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 # SentencePiece trains on at most this many sentences (a seeded uniform sample of a larger
 # training split), which bounds its memory; a split of at most this many trains on all of them.
 SENTENCEPIECE_MAX_SENTENCES = 2_000_000
+
+
+class TokenizerTrainingError(ValueError):
+    """SentencePiece refused to train with the settings it was given.
+
+    Attributes:
+        option: the setting at fault: `vocab_size`, `character_coverage`, or None (another).
+        problem: `too_small` or `too_large` (the vocabulary size for this corpus), or None.
+        limit: the least (`too_small`) or greatest (`too_large`) vocabulary size SentencePiece
+            accepts for this corpus, if it said.
+        reason: SentencePiece's own words, without its source location.
+    """
+
+    def __init__(
+        self, reason: str, option: str | None, problem: str | None, limit: int | None
+    ) -> None:
+        self.reason, self.option, self.problem, self.limit = reason, option, problem, limit
+        super().__init__(f"SentencePiece could not train a tokenizer: {reason}")
+
+
+# SentencePiece's errors: `INTERNAL: src/trainer_interface.cc(638) [condition] message`.
+_SP_LOCATION = re.compile(r"^\s*[A-Z_]+:\s*(?:\S+\(\d+\)\s*)?(?:\[[^\]]*\]\s*)?")
+
+
+def _training_error(e: RuntimeError) -> TokenizerTrainingError:
+    """SentencePiece's RuntimeError while training as a :class:`TokenizerTrainingError`."""
+    reason = _SP_LOCATION.sub("", str(e).strip()).strip() or str(e).strip()
+    if m := re.search(r"too high \((\d+)\)\. Please set it to a value <= (\d+)", reason):
+        return TokenizerTrainingError(reason, "vocab_size", "too_large", int(m.group(2)))
+    if m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", reason):
+        return TokenizerTrainingError(reason, "vocab_size", "too_small", int(m.group(2)))
+    if "larger than the number of meta pieces" in reason:
+        return TokenizerTrainingError(reason, "vocab_size", "too_small", len(SPECIALS) + 1)
+    if "character_coverage" in reason and "required_chars" not in reason:
+        return TokenizerTrainingError(reason, "character_coverage", None, None)
+    if "vocab_size" in reason:
+        return TokenizerTrainingError(reason, "vocab_size", None, None)
+    return TokenizerTrainingError(reason, None, None, None)
 
 
 class Tokenizer:
@@ -78,9 +116,13 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, model_proto: bytes, lowercase: bool = False):
         import sentencepiece as spm
 
+        if not model_proto:
+            # SentencePieceProcessor(model_proto=b"") loads nothing and fails at the first encode.
+            raise ValueError("the model is empty (truncated?)")
         self._proto = model_proto
         self.lowercase = lowercase
-        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._sp = spm.SentencePieceProcessor()
+        self._sp.LoadFromSerializedProto(model_proto)  # RuntimeError for a damaged model
 
     @classmethod
     def train(
@@ -111,21 +153,39 @@ class SentencePieceTokenizer(Tokenizer):
             spm.set_random_generator_seed(seed)
             sample = {"input_sentence_size": input_sentence_size, "shuffle_input_sentence": True}
         buf = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts),
-            model_writer=buf,
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=character_coverage,
-            pad_id=PAD_ID,
-            unk_id=UNK_ID,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            hard_vocab_limit=False,
-            num_threads=2,
-            minloglevel=2,
-            **sample,
-        )
+        # SentencePiece turns an exception of the iterator (a CorpusError, Ctrl-C) into its own
+        # RuntimeError; the original is kept and raised instead.
+        failed: list[BaseException] = []
+
+        def sentences() -> Iterator[str]:
+            try:
+                yield from texts
+            except GeneratorExit:
+                raise
+            except BaseException as e:
+                failed.append(e)
+                raise
+
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=sentences(),
+                model_writer=buf,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                hard_vocab_limit=False,
+                num_threads=2,
+                minloglevel=2,
+                **sample,
+            )
+        except RuntimeError as e:  # SentencePiece's settings checks (and its other failures)
+            if failed:
+                raise failed[0] from None
+            raise _training_error(e) from None
         return cls(buf.getvalue(), lowercase=lowercase)
 
     @property
@@ -177,7 +237,14 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def load(cls, path: str | Path) -> SentencePieceTokenizer:
         meta_path = Path(str(path) + ".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta = {}
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+                raise ValueError(f"{meta_path} is not readable JSON: {e}") from None
+            if not isinstance(meta, dict) or not isinstance(meta.get("lowercase", False), bool):
+                raise ValueError(f"{meta_path} is not a SentencePiece tokenizer's settings")
         return cls(Path(path).read_bytes(), lowercase=meta.get("lowercase", False))
 
 
@@ -242,8 +309,24 @@ class _VocabTokenizer(Tokenizer):
 
     @classmethod
     def load(cls, path: str | Path) -> _VocabTokenizer:
+        """Load a saved vocabulary; ValueError saying what is wrong if it is not one of `cls`'s
+        (valid JSON with another shape would otherwise load and fail at translation time)."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["vocab"], lowercase=data.get("lowercase", False))
+        if not isinstance(data, dict) or not isinstance(data.get("vocab"), list):
+            raise ValueError("no vocabulary list (not a word or char tokenizer file)")
+        if data.get("type", cls.type_name) != cls.type_name:
+            raise ValueError(
+                f"it holds a {data['type']!r} tokenizer, the run's tokenizer.type is "
+                f"{cls.type_name!r}"
+            )
+        vocab = data["vocab"]
+        if vocab[: len(SPECIALS)] != list(SPECIALS):
+            raise ValueError(f"the vocabulary does not start with {', '.join(SPECIALS)}")
+        if not all(isinstance(tok, str) for tok in vocab) or len(set(vocab)) != len(vocab):
+            raise ValueError("the vocabulary holds entries that are not distinct strings")
+        if not isinstance(data.get("lowercase", False), bool):
+            raise ValueError("'lowercase' is not true or false")
+        return cls(vocab, lowercase=data.get("lowercase", False))
 
 
 class WordTokenizer(_VocabTokenizer):
