@@ -1,3 +1,6 @@
+import gzip
+import re
+
 import pytest
 
 from translator.data.corpus import (
@@ -6,6 +9,8 @@ from translator.data.corpus import (
     ReadReport,
     bundled_path,
     clean,
+    count_lines,
+    read_lines,
     read_text_pair,
     read_tsv,
     split_pairs,
@@ -43,6 +48,35 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CorpusError, match="file not found"):
         read_tsv(tmp_path / "missing.tsv")
+
+
+GZIP_READERS = {
+    "read_tsv": read_tsv,
+    "read_lines": read_lines,
+    "count_lines": count_lines,
+    "read_text_pair": lambda f: read_text_pair(f, f),
+}
+
+
+@pytest.mark.parametrize("read", GZIP_READERS.values(), ids=GZIP_READERS.keys())
+def test_a_damaged_gzip_file_is_named_with_the_line_reached(read, tmp_path):
+    data = gzip.compress("".join(f"s{i}\tt{i}\n" for i in range(50_000)).encode())
+    f = tmp_path / "pairs.tsv.gz"
+    f.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(CorpusError) as e:
+        read(f)
+    m = re.fullmatch(
+        rf"{re.escape(str(f))}: the gzip stream ends early after line (\d+) \(truncated\?\).*",
+        str(e.value),
+    )
+    assert m and 0 < int(m.group(1)) < 50_000, e.value  # how far the file is whole
+    f.write_bytes(data[:-8] + b"\0" * 8)  # whole, but its checksum and length are wrong
+    with pytest.raises(CorpusError, match=rf"{re.escape(str(f))}: damaged gzip data after line"):
+        read(f)
+    for content in (b"s\tt\n", b""):  # a plain text file named .gz; an empty file
+        f.write_bytes(content)
+        with pytest.raises(CorpusError, match=rf"{re.escape(str(f))}: not a valid gzip file"):
+            read(f)
 
 
 def test_aligned_text_files_must_match(tmp_path):

@@ -13,6 +13,7 @@ import gzip
 import itertools
 import random
 import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -50,8 +51,52 @@ def bundled_path(split: str) -> Path:
 
 def _open_text(path: Path):
     if path.suffix == ".gz":
+        if path.stat().st_size == 0:  # Python reads an empty file as an empty gzip stream
+            raise CorpusError(f"{path}: not a valid gzip file (it is empty: truncated?)")
         return gzip.open(path, "rb")
     return open(path, "rb")
+
+
+# What reading a damaged .gz raises: not gzip at all or a bad checksum (gzip.BadGzipFile, an
+# OSError), a stream that stops early (EOFError), corrupt compressed data (zlib.error).
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _gzip_error(path: Path, e: BaseException, lines: int) -> CorpusError:
+    """A damaged .gz as a CorpusError naming the file and the last whole line read."""
+    if isinstance(e, EOFError):
+        return CorpusError(
+            f"{path}: the gzip stream ends early after line {lines} (truncated?); "
+            "restore or re-download the file"
+        )
+    reason = str(e).strip() or type(e).__name__
+    if lines == 0 and reason.startswith("Not a gzipped file"):
+        return CorpusError(
+            f"{path}: not a valid gzip file; restore it, or give an uncompressed file a name "
+            "without .gz"
+        )
+    return CorpusError(
+        f"{path}: damaged gzip data after line {lines} ({reason}); restore or re-download the file"
+    )
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """`(line number, bytes)` of each line of a file (optionally .gz), lazily.
+
+    Raises:
+        CorpusError: when reached, damaged gzip data (naming the file and the line reached).
+    """
+    with _open_text(path) as f:
+        lineno = 0
+        while True:
+            try:
+                raw = f.readline()
+            except _GZIP_ERRORS as e:
+                raise _gzip_error(path, e, lineno) from None
+            if not raw:
+                return
+            lineno += 1
+            yield lineno, raw
 
 
 def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
@@ -86,9 +131,8 @@ def iter_lines(path: str | Path) -> Iterator[str]:
 
 
 def _lines(path: Path) -> Iterator[str]:
-    with _open_text(path) as f:
-        for lineno, raw in enumerate(f, start=1):
-            yield decode_line(raw, path, lineno).rstrip("\r\n")
+    for lineno, raw in _raw_lines(path):
+        yield decode_line(raw, path, lineno).rstrip("\r\n")
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -122,24 +166,23 @@ def iter_tsv(
 
 
 def _tsv_pairs(path: Path, skip_malformed: bool, report: ReadReport | None) -> Iterator[Pair]:
-    with _open_text(path) as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = decode_line(raw, path, lineno).rstrip("\r\n")
-            if not line.strip():
+    for lineno, raw in _raw_lines(path):
+        line = decode_line(raw, path, lineno).rstrip("\r\n")
+        if not line.strip():
+            if report is not None:
+                report.blank += 1
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            if skip_malformed:
                 if report is not None:
-                    report.blank += 1
+                    report.malformed += 1
                 continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                if skip_malformed:
-                    if report is not None:
-                        report.malformed += 1
-                    continue
-                raise CorpusError(
-                    f"{path}:{lineno}: expected exactly one tab (source<TAB>target), found "
-                    f"{len(fields) - 1}; fix the line or set data.skip_malformed: true"
-                )
-            yield Pair(fields[0], fields[1])
+            raise CorpusError(
+                f"{path}:{lineno}: expected exactly one tab (source<TAB>target), found "
+                f"{len(fields) - 1}; fix the line or set data.skip_malformed: true"
+            )
+        yield Pair(fields[0], fields[1])
 
 
 def read_tsv(
@@ -154,10 +197,21 @@ def read_tsv(
 
 
 def count_lines(path: str | Path) -> int:
-    """Newline-terminated lines of a file (plus an unterminated last one), in bounded memory."""
+    """Newline-terminated lines of a file (plus an unterminated last one), in bounded memory.
+
+    Raises:
+        CorpusError: the file is missing, or is a damaged .gz (naming the line reached).
+    """
+    path = _existing(path)
     n, last = 0, b"\n"
-    with _open_text(_existing(path)) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+    with _open_text(path) as f:
+        while True:
+            try:
+                chunk = f.read1(1 << 20)  # what was decompressed, before an error
+            except _GZIP_ERRORS as e:
+                raise _gzip_error(path, e, n) from None
+            if not chunk:
+                break
             n += chunk.count(b"\n")
             last = chunk[-1:]
     return n + (last != b"\n")
