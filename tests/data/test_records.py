@@ -2,6 +2,7 @@
 training split as TFRecord shards gives the batches of the in-memory pairs, exact pass lengths,
 shards for workers, lazy readers."""
 
+import io
 import itertools
 import json
 
@@ -130,6 +131,53 @@ def test_damaged_records_are_named(corpus, tmp_path):
     assert not records_complete(bad)
     with pytest.raises(ArtifactError, match="gone.tfrecord is missing.*tokenize"):
         RecordExamples(bad)
+
+
+def _copy_records(manifest_path, tmp_path):
+    for f in manifest_path.parent.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    return tmp_path / manifest_path.name
+
+
+def test_a_truncated_shard_is_named(corpus, tmp_path):
+    manifest_path = _copy_records(corpus[0], tmp_path)
+    manifest = json.loads(manifest_path.read_text())
+    shard = tmp_path / manifest["shards"][3]["file"]
+    assert manifest["shards"][3]["bytes"] == shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:-100])  # whole records less: read silently as fewer
+    with pytest.raises(ArtifactError, match=rf"{shard.name} has \d+ bytes.*truncated.*tokenize"):
+        RecordExamples(manifest_path)
+    # A manifest from before the sizes were recorded is read as before (unchecked).
+    for s in manifest["shards"]:
+        del s["bytes"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert len(RecordExamples(manifest_path)) == 600
+
+
+def _npy(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def test_an_unreadable_lengths_file_is_named(corpus, tmp_path):
+    manifest_path = _copy_records(corpus[0], tmp_path)
+    lengths = tmp_path / "train.lengths.npy"
+    good = lengths.read_bytes()
+    values = np.load(lengths)
+    for content in (
+        b"",  # np.load: EOFError
+        good[:50],  # a truncated header
+        good[:-10],  # truncated data
+        b"\x00garbage" * 20,
+        _npy(values.astype(np.float32)),
+        _npy(values.reshape(20, 30)),
+        _npy(values.astype(np.int32) - 1000),
+        _npy(np.array(5)),
+    ):
+        lengths.write_bytes(content)
+        with pytest.raises(ArtifactError, match=rf"{lengths.name} is not .*tokenize"):
+            RecordExamples(manifest_path)
 
 
 def test_readers_are_lazy_and_name_the_bad_line(tmp_path):

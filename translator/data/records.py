@@ -9,14 +9,17 @@ data/train-00000-of-00025.tfrecord ...  one `tf.train.Example` per pair, int64 l
 data/train.lengths.npy                  per pair max(len(src), len(tgt) + 1) (uint16, or uint32
                                         for longer sentences): the exact number of batches of a
                                         pass without reading the records
-data/train.records.json                 the manifest: shards with their pair counts, pair and
-                                        token counts, max lengths, and digests of what the records
-                                        were made from (train.tsv, the two tokenizers)
+data/train.records.json                 the manifest: shards with their pair counts and sizes in
+                                        bytes, pair and token counts, max lengths, and digests of
+                                        what the records were made from (train.tsv, the two
+                                        tokenizers)
 ```
 
 Every file is written atomically and the manifest last (it is removed first when the records are
 rewritten), so a manifest always describes whole shards. Training reads them with
-:class:`RecordExamples` (see :func:`open_train_examples`) and never holds the corpus in memory.
+:class:`RecordExamples` (see :func:`open_train_examples`) and never holds the corpus in memory;
+it checks each shard's size against the manifest first (manifests written before the sizes were
+recorded are read unchecked), so a truncated shard is an error naming it, not fewer pairs.
 """
 
 from __future__ import annotations
@@ -141,7 +144,12 @@ def write_records(
     manifest = {
         "format": FORMAT,
         "pairs": len(lengths),
-        "shards": [{"file": name, "pairs": n} for name, (_, n) in zip(names, shards, strict=True)],
+        # Each shard's size in bytes: training checks it (a truncated shard would otherwise be
+        # read as fewer pairs, or fail mid-epoch). Manifests written before it have none.
+        "shards": [
+            {"file": name, "pairs": n, "bytes": (directory / name).stat().st_size}
+            for name, (_, n) in zip(names, shards, strict=True)
+        ],
         "features": "tf.train.Example with int64 lists src and tgt (ids without BOS/EOS)",
         "lengths": lengths_name,
         "src_tokens": src_tokens,
@@ -198,6 +206,33 @@ def records_complete(manifest_path: str | Path) -> bool:
     )
 
 
+def _read_lengths(path: Path, what_to_do: str) -> np.ndarray:
+    """The lengths file: a 1-D array of positive integers, one a pair.
+
+    Raises:
+        ArtifactError: it is not readable as that (empty, truncated, garbage, another array),
+            naming it, with `what_to_do`.
+    """
+    try:
+        lengths = np.load(path)  # uint16: 2 bytes a pair
+    except Exception as e:  # OSError, ValueError, EOFError, pickle errors: all mean "damaged"
+        reason = str(e).strip() or type(e).__name__
+        raise ArtifactError(f"{path} is not readable ({reason}); {what_to_do}") from None
+    if (
+        not isinstance(lengths, np.ndarray)
+        or lengths.ndim != 1
+        or not np.issubdtype(lengths.dtype, np.integer)
+        or (lengths.size and lengths.min() < 1)
+    ):
+        what = getattr(lengths, "dtype", type(lengths).__name__)
+        shape = getattr(lengths, "shape", "?")
+        raise ArtifactError(
+            f"{path} is not a lengths file (an array of {what}, shape {shape}, where one "
+            f"positive integer a pair belongs); {what_to_do}"
+        )
+    return lengths
+
+
 class RecordExamples:
     """The training records as an examples source for `BucketedDataset` (see
     `translator.data.batching.ExamplesSource`): pair lengths from the lengths file, pairs
@@ -210,7 +245,10 @@ class RecordExamples:
 
     def __init__(self, manifest_path: str | Path):
         self.manifest_path = Path(manifest_path)
-        what_to_do = "run the tokenize stage again (translator tokenize CONFIG --force)"
+        what_to_do = (
+            "run the tokenize stage again (translator tokenize CONFIG --run-dir "
+            f"{self.manifest_path.parent.parent} --force)"
+        )
         if not self.manifest_path.is_file():
             raise ArtifactError(f"{self.manifest_path} is missing; {what_to_do}")
         manifest = read_json(self.manifest_path, what_to_do)
@@ -223,10 +261,13 @@ class RecordExamples:
             directory = self.manifest_path.parent
             self.files = [str(directory / s["file"]) for s in manifest["shards"]]
             self.counts = [int(s["pairs"]) for s in manifest["shards"]]
+            sizes = [
+                None if s.get("bytes") is None else int(s["bytes"]) for s in manifest["shards"]
+            ]
             self.pairs = int(manifest["pairs"])
             self.target_tokens = int(manifest["target_tokens"])
             lengths_path = directory / manifest["lengths"]
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(
                 f"{self.manifest_path} is not a records manifest ({type(e).__name__}: {e}); "
                 f"{what_to_do}"
@@ -235,10 +276,14 @@ class RecordExamples:
         for f in [*self.files, lengths_path]:
             if not Path(f).is_file():
                 raise ArtifactError(f"{f} is missing; {what_to_do}")
-        try:
-            self.lengths = np.load(lengths_path)  # uint16: 2 bytes a pair
-        except (OSError, ValueError) as e:
-            raise ArtifactError(f"{lengths_path} is not readable ({e}); {what_to_do}") from None
+        for f, size in zip(self.files, sizes, strict=True):
+            actual = Path(f).stat().st_size
+            if size is not None and actual != size:
+                raise ArtifactError(
+                    f"{f} has {actual} bytes, but {self.manifest_path.name} lists {size}: the "
+                    f"shard is truncated or damaged; {what_to_do}"
+                )
+        self.lengths = _read_lengths(lengths_path, what_to_do)
         if len(self.lengths) != self.pairs or sum(self.counts) != self.pairs:
             raise ArtifactError(
                 f"{self.manifest_path}: {self.pairs} pairs, but the shards hold "
