@@ -472,6 +472,35 @@ def check_export(export_dir: str | Path, sentences: list[str], run_dir=None) -> 
     return ExportCheck(len(sentences), equal, worst, mismatches)
 
 
+def load_saved_model(path: str | Path, info: dict | None = None):
+    """`tf.saved_model.load` of an export directory (tensorflow-text imported first).
+
+    Raises:
+        ExportError: the export is damaged (an empty or truncated saved_model.pb, damaged or
+            missing variables/, a damaged fingerprint.pb): one line naming the directory, what
+            TensorFlow said and the command that writes it again.
+    """
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    path = Path(path)
+    info = read_export_info(path) if info is None else info
+    source = info.get("source_run") or "RUN_DIR"
+    again = f"export it again: translator export {source} {path} --force"
+    pb = path / "saved_model.pb"
+    if pb.is_file() and pb.stat().st_size == 0:
+        raise ExportError(f"{path} is a damaged export ({pb.name} is empty); {again}")
+    try:
+        if (path / "fingerprint.pb").is_file():
+            # A damaged fingerprint is only logged by the loader, with a traceback.
+            tf.saved_model.experimental.read_fingerprint(str(path))
+        return tf.saved_model.load(str(path))
+    except Exception as e:  # protobuf, checkpoint-reader and op errors all mean "damaged"
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        reason = f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+        raise ExportError(f"{path} is a damaged export ({reason}); {again}") from None
+
+
 class ExportBackend:
     """An export seen by the server (`translator serve EXPORT_DIR`): decoding options are fixed
     inside the graph, so a request may only ask for those (or fewer hypotheses)."""
@@ -479,12 +508,9 @@ class ExportBackend:
     fixed_options = True
 
     def __init__(self, path: str | Path):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
-
         self.path = Path(path)
         info = read_export_info(path)
-        self._model = tf.saved_model.load(str(path))
+        self._model = load_saved_model(path, info)
         if "translate_nbest" not in self._model.signatures:
             raise ExportError(f"{path} has no translate_nbest signature; export it again")
         self._nbest = self._model.signatures["translate_nbest"]

@@ -223,6 +223,31 @@ class RunDir:
     def is_trained(self) -> bool:
         return self.config_file.is_file() and self.model_file.is_file()
 
+    def check_vocabularies(self, model, model_path: str | Path, src_tok, tgt_tok) -> None:
+        """Check that the tokenizers have the vocabulary sizes `model` was trained with (its
+        embeddings and output layer), as loaded from this run directory; a model without
+        `src_vocab_size` / `tgt_vocab_size` attributes is not checked.
+
+        Tokenizers replaced after training would otherwise fail at translation time, deep in
+        TensorFlow (an id past the embedding), or decode ids past their own vocabulary.
+
+        Raises:
+            ArtifactError: naming the tokenizer file and the model file, with what to do.
+        """
+        from translator.io import ArtifactError
+
+        for side, tok, what in (("src", src_tok, "source"), ("tgt", tgt_tok, "target")):
+            expected = getattr(model, f"{side}_vocab_size", None)
+            if expected is None or tok.vocab_size == expected:
+                continue
+            raise ArtifactError(
+                f"{self.tokenizer_file(tok.type_name, side)} has {tok.vocab_size} {what} "
+                f"vocabulary entries, but {model_path} was trained with {expected}: the "
+                "tokenizers changed after training. Restore the tokenizers the model was trained "
+                f"with, or train the model again on these: translator train CONFIG --run-dir "
+                f"{self.path} --force"
+            )
+
     def require_trained(self) -> RunDir:
         """`self`, or :class:`ModelNotFoundError` saying which stage to run."""
         if not self.path.is_dir():

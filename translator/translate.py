@@ -98,6 +98,7 @@ class Translator:
             what_to_do=f"restore it, or train again: translator train CONFIG --run-dir {run.path} "
             "--force",
         )
+        run.check_vocabularies(model, path, src_tok, tgt_tok)
         saved = getattr(model, "config", None)
         if saved is not None and saved != config.model:
             warnings.warn(

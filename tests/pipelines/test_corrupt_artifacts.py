@@ -3,12 +3,18 @@ checkpoint, a fallback to the one before it (through the CLI, as a user meets th
 subprocess, the error messages from `main` in this process)."""
 
 import csv
+import gzip
+import json
 import shutil
 
+import numpy as np
 import pytest
+import sentencepiece
 from translator.pipelines.stages import Context, training_fingerprint
 
 from translator.config import load_config
+from translator.data.corpus import read_tsv
+from translator.data.tokenizers import save_tokenizer, train_tokenizer
 from translator.io import ArtifactError
 from translator.rundir import RunDir
 from translator.training.trainer import resume
@@ -33,6 +39,8 @@ def test_corrupt_files_are_named_in_the_error(tiny_run, tmp_path):
     for rel, content, says in (
         ("model.keras", b"PK\x03\x04 truncated", "not a readable Keras model"),
         ("tokenizers/src.model", b"\x00garbage", "not a readable sentencepiece tokenizer"),
+        ("tokenizers/src.model", b"", "not a readable sentencepiece tokenizer"),
+        ("tokenizers/tgt.model.json", b"{", "translator tokenize"),
         ("config.yaml", b"model: [unclosed", "config.yaml"),
     ):
         path = run_dir / rel
@@ -83,3 +91,96 @@ def test_force_trains_from_scratch_and_says_so(tiny_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "training from scratch" in r.stdout and "resuming" not in r.stdout
     assert _epochs(run_dir) == [1, 2]
+
+
+def _one_line_error(r, *says):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for text in says:
+        assert str(text) in r.stderr, r.stderr
+
+
+def test_a_damaged_gzip_corpus_is_named_with_the_line_reached(tmp_path):
+    corpus = tmp_path / "pairs.tsv.gz"
+    data = gzip.compress("".join(f"Satz {i}.\tsentence {i}.\n" for i in range(3000)).encode())
+    tsv = ["--set", "data.corpus=tsv", "--set", f"data.train={corpus}"]
+    for content, says in (
+        (data[: len(data) // 2], "the gzip stream ends early after line"),
+        (b"Satz.\tsentence.\n", "not a valid gzip file"),  # plain text named .gz
+    ):
+        corpus.write_bytes(content)
+        r = run_main("prepare", TINY, "--run-dir", tmp_path / "run", *tsv)
+        _one_line_error(r, f"{corpus}: {says}")
+
+
+def test_sentencepiece_refusing_a_setting_names_the_config_key(tiny_run, tmp_path, monkeypatch):
+    run_dir = _copy(tiny_run, tmp_path)
+    kept = {
+        f: f.read_bytes() for f in [*(run_dir / "tokenizers").iterdir(), run_dir / "model.keras"]
+    }
+    small = ["--set", "tokenizer.tgt_vocab_size=12"]
+    r = run_main("tokenize", TINY, "--run-dir", run_dir, "--force", *small)
+    _one_line_error(r, "tokenizer.tgt_vocab_size: 12 is too small", "raise it to at least")
+    assert "SentencePiece" in r.stderr and "trainer_interface" not in r.stderr
+    # Nothing lost: the run keeps its tokenizers and its model.
+    assert {f: f.read_bytes() for f in kept} == kept
+
+    # SentencePiece's other refusal (with hard_vocab_limit, which the tokenizers do not set).
+    def too_high(**options):
+        raise RuntimeError(
+            "INTERNAL: src/unigram_model_trainer.cc(600) [(trainer_spec_.vocab_size()) == "
+            f"(model_proto->pieces_size())] Vocabulary size too high ({options['vocab_size']}). "
+            "Please set it to a value <= 120."
+        )
+
+    monkeypatch.setattr(sentencepiece.SentencePieceTrainer, "train", too_high)
+    r = run_main("tokenize", TINY, "--run-dir", run_dir, "--force")
+    _one_line_error(r, "tokenizer.src_vocab_size: 300 is too large", "lower it to at most 120")
+    assert {f: f.read_bytes() for f in kept} == kept
+
+
+def test_tokenizers_replaced_after_training_are_refused_at_load(tiny_run, tmp_path):
+    run_dir = _copy(tiny_run, tmp_path)
+    run = RunDir(run_dir)
+    texts = [p.src for p in read_tsv(run.split("train"))]
+    save_tokenizer(train_tokenizer("sentencepiece", texts, 400), run.tokenizers, "src")
+    r = run_main("translate", run_dir, "Das Haus ist groß und schön, aber Zürich.")
+    _one_line_error(r, run.tokenizer_file("sentencepiece", "src"), run.model_file, "400", "300")
+    assert "translator train" in r.stderr
+
+
+def test_a_damaged_export_is_one_error_naming_it(tiny_attention_export, tmp_path):
+    export = tmp_path / "export"
+    data = "variables/variables.data-00000-of-00001"
+    for rel, damage in (
+        ("saved_model.pb", lambda b: b""),
+        ("saved_model.pb", lambda b: b[: len(b) // 2]),
+        (data, lambda b: b[: len(b) // 2]),
+        ("variables/variables.index", lambda b: b[:100]),
+        ("fingerprint.pb", lambda b: b"\x00garbage"),
+    ):
+        shutil.rmtree(export, ignore_errors=True)
+        shutil.copytree(tiny_attention_export, export)
+        path = export / rel
+        path.write_bytes(damage(path.read_bytes()))
+        r = run_main("serve", export, "--port", "0", "--timeout", "1")
+        _one_line_error(r, export, "damaged export", "translator export")
+
+
+def test_a_damaged_lengths_file_or_shard_is_named_at_the_start_of_training(tiny_run, tmp_path):
+    run_dir = _copy(tiny_run, tmp_path)
+    data = run_dir / "data"
+    manifest = json.loads((data / "train.records.json").read_text())
+    lengths, shard = data / manifest["lengths"], data / manifest["shards"][0]["file"]
+    for path, content in (
+        (lengths, b""),  # np.load: EOFError
+        (lengths, lengths.read_bytes()[:-7]),
+        (shard, shard.read_bytes()[: shard.stat().st_size // 2]),  # read as fewer pairs
+    ):
+        good = path.read_bytes()
+        path.write_bytes(content)
+        r = run_main("train", TINY, "--run-dir", run_dir, "--set", "train.epochs=7")
+        _one_line_error(r, path, "translator tokenize")
+        path.write_bytes(good)
+    assert _epochs(run_dir) == [1, 2, 3, 4, 5, 6]  # nothing trained, nothing lost
+    assert np.array_equal(np.load(lengths), np.load(tiny_run / "data" / manifest["lengths"]))
