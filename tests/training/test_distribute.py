@@ -79,10 +79,20 @@ def test_mirrored_step_on_two_cpus_equals_one_step_on_the_whole_batch(single_ste
 
 
 def test_multi_worker_step_with_two_processes_equals_one_step(single_step, tmp_path):
-    ports = free_loopback_ports(2)
+    """Run once more (only) if a worker dies of SIGSEGV: TensorFlow 2.21's collective executor
+    crashed a worker in 3 of 30 runs of this step here (inside
+    `CollectiveReduceV2`, seen with faulthandler; the peer then reports "Socket closed"). Any
+    other failure, a second crash, or a different result fails the test."""
     out = tmp_path / "multi.npz"
-    procs = [_step("multi_worker", out, TF_CONFIG=_tf_config(ports, i)) for i in (0, 1)]
-    _finish(procs)
+    for attempt in (1, 2):
+        ports = free_loopback_ports(2)
+        procs = [_step("multi_worker", out, TF_CONFIG=_tf_config(ports, i)) for i in (0, 1)]
+        try:
+            _finish(procs)
+            break
+        except AssertionError:
+            if attempt == 2 or -signal.SIGSEGV not in [p.returncode for p in procs]:
+                raise
     _assert_same_step(single_step, out)
 
 
