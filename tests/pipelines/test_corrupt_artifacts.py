@@ -147,6 +147,11 @@ def test_tokenizers_replaced_after_training_are_refused_at_load(tiny_run, tmp_pa
     r = run_main("translate", run_dir, "Das Haus ist groß und schön, aber Zürich.")
     _one_line_error(r, run.tokenizer_file("sentencepiece", "src"), run.model_file, "400", "300")
     assert "translator train" in r.stderr
+    # Continuing the training with them (more epochs): refused before an epoch, not an index
+    # error inside it (the records are rewritten with the new tokenizers first).
+    r = run_main("train", TINY, "--run-dir", run_dir, "--set", "train.epochs=7")
+    _one_line_error(r, run.tokenizer_file("sentencepiece", "src"), run.last_checkpoint, "400")
+    assert _epochs(run_dir) == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_damaged_export_is_one_error_naming_it(tiny_attention_export, tmp_path):

@@ -219,6 +219,7 @@ def _train(
             )
         if found is not None:
             state, model, path = found
+            run.check_vocabularies(model, path, src_tok, tgt_tok)  # tokenizers swapped by hand
             print(f"resuming from {path} after epoch {state.epoch}", flush=True)
         else:
             state = TrainState(fingerprint)
