@@ -79,16 +79,17 @@ def test_inference_and_compiled_call_equal_keras():
             np.testing.assert_array_equal(np.asarray(e)[:, -1], np.asarray(g)[:, -1])
 
 
-def test_padding_changes_no_output_and_no_gradient():
-    _, new = _pair()
-    x, mask, h0, c0, upstream = _inputs(seed=5)
-    out, grads = _run(new, x, mask, h0, c0, upstream)
-    extra = 4  # more padding, filled with noise
-    noise = np.random.default_rng(9).normal(size=(x.shape[0], extra, x.shape[2]))
+def _assert_padding_changes_nothing(layer, padded_layer, extra, seed, inputs):
+    """Run `layer` on `inputs` and `padded_layer` on them with `extra` more padded steps (filled
+    with noise drawn with `seed`); outputs on the real steps, final states and every gradient
+    must be the same, and the padding gets no gradient."""
+    x, mask, h0, c0, upstream = inputs
+    out, grads = _run(layer, x, mask, h0, c0, upstream)
+    noise = np.random.default_rng(seed).normal(size=(x.shape[0], extra, x.shape[2]))
     x_pad = np.concatenate([x, noise.astype("float32")], axis=1)
     mask_pad = np.concatenate([mask, np.zeros((x.shape[0], extra), bool)], axis=1)
     up_pad = np.concatenate([upstream, np.ones((x.shape[0], extra, U), "float32")], axis=1)
-    out_p, grads_p = _run(new, x_pad, mask_pad, h0, c0, up_pad)
+    out_p, grads_p = _run(padded_layer, x_pad, mask_pad, h0, c0, up_pad)
     T = x.shape[1]
     np.testing.assert_allclose(out_p[0][:, :T] * mask[..., None], out[0] * mask[..., None])
     np.testing.assert_allclose(out_p[1], out[1])
@@ -97,6 +98,11 @@ def test_padding_changes_no_output_and_no_gradient():
     assert not grads_p[0][:, T:].any()  # padding gets no gradient
     for g_p, g in zip(grads_p[1:], grads[1:], strict=True):
         np.testing.assert_allclose(g_p, g, atol=1e-6)
+
+
+def test_padding_changes_no_output_and_no_gradient():
+    _, new = _pair()
+    _assert_padding_changes_nothing(new, new, extra=4, seed=9, inputs=_inputs(seed=5))
 
 
 def test_mixed_bfloat16_is_close_to_float32():
@@ -148,24 +154,10 @@ def test_dropout_in_training_equals_keras_with_the_same_masks(rates, monkeypatch
 
 def test_recurrent_dropout_padding_changes_no_output_and_no_gradient():
     """Masks are drawn per sequence ([B, U]), so extra padding draws the same ones."""
-    x, mask, h0, c0, upstream = _inputs(seed=17)
     _, new = _pair(seed=5, recurrent_dropout=0.3)
-    out, grads = _run(new, x, mask, h0, c0, upstream)
     _, new_pad = _pair(seed=5, recurrent_dropout=0.3)
     new_pad.set_weights(new.get_weights())
-    extra = 3
-    noise = np.random.default_rng(2).normal(size=(x.shape[0], extra, x.shape[2]))
-    x_pad = np.concatenate([x, noise.astype("float32")], axis=1)
-    mask_pad = np.concatenate([mask, np.zeros((x.shape[0], extra), bool)], axis=1)
-    up_pad = np.concatenate([upstream, np.ones((x.shape[0], extra, U), "float32")], axis=1)
-    out_p, grads_p = _run(new_pad, x_pad, mask_pad, h0, c0, up_pad)
-    T = x.shape[1]
-    np.testing.assert_allclose(out_p[0][:, :T] * mask[..., None], out[0] * mask[..., None])
-    np.testing.assert_allclose(out_p[1], out[1])
-    np.testing.assert_allclose(grads_p[0][:, :T], grads[0], atol=1e-6)
-    assert not grads_p[0][:, T:].any()
-    for g_p, g in zip(grads_p[1:], grads[1:], strict=True):
-        np.testing.assert_allclose(g_p, g, atol=1e-6)
+    _assert_padding_changes_nothing(new, new_pad, extra=3, seed=2, inputs=_inputs(seed=17))
 
 
 def test_go_backwards_runs_keras_loop():
