@@ -101,6 +101,7 @@ def test_resume_refuses_an_output_that_is_not_this_inputs_translation(tiny_run, 
         (b"0\t-1.0\tx\nplain\n", nbest, f"{out}:2: expected INDEX<TAB>SCORE<TAB>HYPOTHESIS"),
         (b"0\t-1\tx\n0\t-2\ty\n0\t-3\tz\n", nbest, f"{out}:3: input index 0 after 0"),
         (b"1\t-1\tx\n", nbest, f"{out}:1: input index 1 first"),
+        (b"-1\t-1\tx\n", nbest, f"{out}:1: input index -1 first"),
     ]
     for content, options, message in cases:
         out.write_bytes(content)

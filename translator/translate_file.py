@@ -65,8 +65,8 @@ def _resume_point(path: Path, n_best: int) -> tuple[int, int]:
         raise CorpusError(f"{path}:{line}: not UTF-8{again}") from None
     if n_best == 1:
         return len(lines), len(whole)
-    indices: list[int] = []
-    count = 0
+    last, count = -1, 0  # the input of the lines read so far, and its lines
+    size = before_last = 0  # bytes read, and bytes of the inputs before `last`
     for lineno, line in enumerate(lines, start=1):
         fields = line.split("\t", 2)
         try:
@@ -78,20 +78,18 @@ def _resume_point(path: Path, n_best: int) -> tuple[int, int]:
                 f"{path}:{lineno}: expected INDEX<TAB>SCORE<TAB>HYPOTHESIS (--n-best {n_best})"
                 f"{again}"
             ) from None
-        last = indices[-1] if indices else -1
-        count = count + 1 if index == last else 1  # lines of this input so far
-        if index != last + 1 and not (index == last and count <= n_best):
-            # inputs in order, each with at most n_best lines together
-            after = f"after {last}" if indices else "first"
+        if index == last + 1:
+            before_last, count = size, 1
+        elif index == last >= 0 and count < n_best:
+            count += 1
+        else:  # inputs in order, each with at most n_best lines together
+            after = f"after {last}" if last >= 0 else "first"
             raise CorpusError(f"{path}:{lineno}: input index {index} {after}{again}")
-        indices.append(index)
-    done = indices[-1] + 1 if indices else 0
-    if indices and count < n_best:  # the last input is not whole
-        done -= 1
-    size = sum(
-        len(line.encode("utf-8")) for line, i in zip(lines, indices, strict=True) if i < done
-    )
-    return done, size
+        last = index
+        size += len(line.encode("utf-8"))
+    if count < n_best and last >= 0:  # the last input is not whole
+        return last, before_last
+    return last + 1, size
 
 
 def translate_stream(
