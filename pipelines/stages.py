@@ -320,8 +320,6 @@ def _flat(values: dict, prefix: str) -> dict[str, object]:
 def _changed_settings(ctx: Context, stage: str) -> list[str]:
     """`key: old -> new` for the settings of `stage`'s sections that differ from what
     `config.yaml` recorded (empty when it cannot be read, or only inputs changed)."""
-    from translator.config import ConfigError
-
     try:
         saved = ctx.run.load_config()
     except (ConfigError, OSError):

@@ -791,16 +791,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base class reports an unhashable key
             line = key_node.start_mark.line + 1
-            if isinstance(key, typing.Hashable) and key in seen:
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
                     f"key {key!r} given twice (line {seen[key]} and line {line}); keep one",
                     key_node.start_mark,
                 )
-            if isinstance(key, typing.Hashable):
-                seen[key] = line
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 

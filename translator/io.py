@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,9 @@ def check_output_path(path: str | Path, what: str, *, directory: bool = False) -
     return path
 
 
-def check_replaceable(out: str | Path, what: str, protected: Path, is_own: Any) -> None:
+def check_replaceable(
+    out: str | Path, what: str, protected: Path, is_own: Callable[[Path], bool]
+) -> None:
     """Refuse to replace (`--force`) a directory that holds `protected` (the run an output is
     made from), or one that is neither empty nor an earlier output of the same command.
 
