@@ -34,6 +34,23 @@ def test_translator_api(tiny_run):
     assert isinstance(t.translate(very_long), str)
 
 
+def test_greedy_windows_give_the_outputs_of_fixed_batches(tiny_attention_run, monkeypatch):
+    """Greedy search refills the rows of a window of batches (`WINDOW_BATCHES`); with windows of
+    one batch it is the fixed-batch search: the same tokens, and the same scores up to float
+    rounding (the attention sums over the window's padding)."""
+    from translator import translate as translate_module
+
+    lines = (tiny_attention_run / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    sources = [line.split("\t")[0] for line in lines[:40]] + [""]
+    t = Translator.load(tiny_attention_run)
+    windows = t.translate_hypotheses(sources, beam_size=1, batch_size=4)
+    monkeypatch.setattr(translate_module, "WINDOW_BATCHES", 1)
+    batches = t.translate_hypotheses(sources, beam_size=1, batch_size=4)
+    assert [h[0].tokens for h in windows] == [h[0].tokens for h in batches]
+    assert [h[0].score for h in windows] == pytest.approx([h[0].score for h in batches], rel=1e-6)
+    assert t.searcher._functions[("refill", 4, False)].experimental_get_tracing_count() == 1
+
+
 def test_translate_rejects_what_is_not_text_and_bad_options(tiny_run):
     t = Translator.load(tiny_run)
     for bad in (None, 123, b"Das Haus.", ["Das Haus.", None]):

@@ -267,7 +267,8 @@ def decoding_throughput(
     **options,
 ) -> dict:
     """Sentences/s and output tokens/s (EOS included) of `translator` on `sources` (after a
-    warm-up batch; with `warm_up_all`, after a pass over all of them, timed as
+    warm-up on two batches, so that greedy search's refilled window is traced too; with
+    `warm_up_all`, after a pass over all of them, timed as
     `warm_up_seconds`: XLA compiles once per batch shape).
 
     With `counts` (the model's :class:`~translator.flops.FlopCounts`) also `flops`, the useful
@@ -277,7 +278,7 @@ def decoding_throughput(
     """
     t0 = time.perf_counter()
     translator.translate_hypotheses(
-        sources if warm_up_all else sources[: options.get("batch_size", 64)], **options
+        sources if warm_up_all else sources[: 2 * options.get("batch_size", 64)], **options
     )
     warm_up = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from translator.config import DecodeConfig
-from translator.data.batching import length_sorted_batches, pad_batch
+from translator.data.batching import length_sorted_batches, length_sorted_windows, pad_batch
 from translator.data.corpus import normalize
 from translator.data.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
 from translator.decoding.sampling import DEFAULT_SEED, Sampler, check_seed
@@ -18,6 +18,14 @@ from translator.decoding.search import Hypothesis, Searcher, max_output_lengths
 from translator.io import unicode_problem
 from translator.rundir import RunDir
 from translator.scoring import ScoredPair, Scorer
+
+# Greedy search decodes the length-sorted sentences in windows of up to WINDOW_BATCHES batches,
+# `batch_size` rows at a time, refilling a row as soon as its sentence ends; a window also ends
+# before padding its sources to its longest would add more than WINDOW_PADDING of its tokens
+# (the attention reads the padding). On the flagship, valid and test together: 1.47x the
+# sentences/s of fixed batches with the same outputs (README, Speed).
+WINDOW_BATCHES = 32
+WINDOW_PADDING = 1.0
 
 
 @dataclasses.dataclass
@@ -161,7 +169,14 @@ class Translator:
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
         real = [i for i, ids in enumerate(encoded) if ids]
         lengths = [len(encoded[i]) for i in real]
-        for batch in length_sorted_batches(lengths, settings.batch_size):
+        greedy = settings.sampling_topk == 1 and settings.beam_size == 1 and settings.batch_size > 1
+        if greedy:  # windows of sentences, `batch_size` decoded at a time (see `greedy_decode`)
+            groups = length_sorted_windows(
+                lengths, settings.batch_size, WINDOW_BATCHES * settings.batch_size, WINDOW_PADDING
+            )
+        else:
+            groups = length_sorted_batches(lengths, settings.batch_size)
+        for batch in groups:
             idx = [real[j] for j in batch]
             src = pad_batch([encoded[i] for i in idx])
             max_len = max_output_lengths(
@@ -189,6 +204,7 @@ class Translator:
                     min_length=settings.min_output_length,
                     word_reward=settings.word_reward,
                     xla=settings.xla,
+                    slots=settings.batch_size if greedy else None,
                 )
             for i, h in zip(idx, hyps, strict=True):
                 results[i] = h

@@ -2,7 +2,12 @@
 
 import numpy as np
 
-from translator.data.batching import BucketedDataset, length_sorted_batches, pad_batch
+from translator.data.batching import (
+    BucketedDataset,
+    length_sorted_batches,
+    length_sorted_windows,
+    pad_batch,
+)
 from translator.data.tokenizers import BOS_ID, EOS_ID
 
 
@@ -45,6 +50,22 @@ def test_padding_helpers():
     assert pad_batch([[5, 6], [7]]).tolist() == [[5, 6], [7, 0]]
     batches = length_sorted_batches([3, 9, 1, 5], 2)
     assert batches == [[1, 3], [0, 2]]
+
+
+def test_length_sorted_windows():
+    rng = np.random.default_rng(0)
+    lengths = [int(n) for n in rng.integers(1, 40, size=500)]
+    windows = length_sorted_windows(lengths, 8, 64, 0.5)
+    flat = [i for w in windows for i in w]
+    assert flat == [i for b in length_sorted_batches(lengths, 8) for i in b]  # the same order
+    for w in windows[:-1]:
+        assert 8 <= len(w) <= 64
+        padded, real = len(w) * lengths[w[0]], sum(lengths[i] for i in w)
+        # within the padding budget, unless only one batch fits
+        assert padded <= 1.5 * real or len(w) == 8
+    assert max(len(w) for w in windows) == 64
+    assert length_sorted_windows([5, 1], 8, 64, 0.0) == [[0, 1]]
+    assert length_sorted_windows([], 8, 64, 0.5) == []
 
 
 def test_without_autotune_the_batches_are_the_same():

@@ -360,6 +360,51 @@ def test_batch_composition_does_not_matter(models, batch, beam_size, alpha):
         assert_same(alone, [hyps])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("min_length", [0, 3])
+@pytest.mark.parametrize("slots", [1, 3, 5])
+def test_refilled_greedy_equals_fixed_batches(models, batch, cell, min_length, slots):
+    """`slots`: the model steps `slots` rows and a row takes the next sentence when its own ends.
+    Tokens and scores are exactly those of fixed batches of `slots` sentences (the same encoder
+    batches and step shapes), and those of one batch up to float rounding (lengths 0, 1 and 2
+    end at once)."""
+    _, searcher = models[cell]
+    src, max_len = batch
+    max_len = max_len.copy()
+    max_len[[0, 5, 9]] = [0, 1, 2]
+    order = np.argsort(-src_lengths(src), kind="stable")  # as the Translator sorts them
+    src, max_len = src[order], max_len[order]
+    refilled = searcher.greedy(src, max_len, min_length=min_length, slots=slots)
+    fixed = []
+    for i in range(0, len(src), slots):
+        rows = src[i : i + slots, : src_lengths(src[i : i + slots]).max()]
+        fixed += searcher.greedy(rows, max_len[i : i + slots], min_length=min_length)
+    assert_same([[h] for h in fixed], [[h] for h in refilled], exact=True)
+    whole = searcher.greedy(src, max_len, min_length=min_length)
+    assert_same([[h] for h in whole], [[h] for h in refilled])
+    via_search = searcher.search(src, max_len, min_length=min_length, slots=slots)
+    assert_same([[h] for h in refilled], via_search, exact=True)
+
+
+def test_refilled_greedy_of_a_generic_model_and_an_ensemble():
+    """Memory of any rank is padded along the source axis between chunks of different widths;
+    states of any shape are refilled; an ensemble's nests of nests too. With XLA the sentences are
+    padded to a power of two and the outputs are the same."""
+    from translator.decoding.ensemble import EnsembleStepModel
+
+    rng = np.random.default_rng(6)
+    # unsorted on purpose: chunks of 2 rows with widths 7, 3 and 6
+    src = pad_batch([list(rng.integers(4, 12, size=k)) for k in (7, 2, 3, 1, 6, 4)])
+    max_len = np.array([6, 3, 8, 0, 5, 7], np.int32)
+    for model in (ToyAttention(), EnsembleStepModel([ToyAttention(), ToyAttention(seed=1)])):
+        searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
+        whole = [[h] for h in searcher.greedy(src, max_len, min_length=2)]
+        refilled = [[h] for h in searcher.greedy(src, max_len, min_length=2, slots=2)]
+        assert_same(whole, refilled)
+        compiled = [[h] for h in searcher.greedy(src, max_len, min_length=2, slots=4, xla=True)]
+        assert_same(whole, compiled)
+
+
 # --------------------------------------------------------------------------- generic model interface
 
 

@@ -263,3 +263,29 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """Indices grouped into batches of similar length (longest first), for fast decoding."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def length_sorted_windows(
+    lengths: Sequence[int], batch_size: int, max_sentences: int, max_padding: float
+) -> list[list[int]]:
+    """Indices sorted as :func:`length_sorted_batches`, in windows for a search that steps
+    `batch_size` sentences at a time and refills them from its window.
+
+    A window holds at least `batch_size` sentences (fewer only at the end) and at most
+    `max_sentences`; it stops growing before padding its sentences to its longest would add more
+    than `max_padding` (a fraction of its real tokens).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    windows: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        longest, total, end = lengths[order[start]], 0, start
+        while end < len(order) and end - start < max_sentences:
+            grown = total + lengths[order[end]]
+            full = end - start >= batch_size
+            if full and (end - start + 1) * longest > (1 + max_padding) * grown:
+                break
+            total, end = grown, end + 1
+        windows.append(order[start:end])
+        start = end
+    return windows

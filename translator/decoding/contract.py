@@ -6,7 +6,9 @@ A model is searched through two operations, both traced inside `tf.function`:
   reads but never changes (the encoder outputs, their mask and attention keys); `state` is what a
   hypothesis carries from step to step (the decoder states). Both are nests of tensors whose first
   axis is the batch: beam search repeats both `K` times once, and reorders only `state` as beams
-  are chosen.
+  are chosen. A `memory` tensor of rank 2 or more has the source positions on axis 1, and padding
+  it there with zeros (a False mask) changes no step: greedy search encodes a window of sentences
+  in batches and pads their memories to one width.
 - `step(tokens [N], state, memory)` -> `(log_probs [N, V] float32, new_state)`: one target
   position for `N` rows (`N = B` greedy, `B * K` beam), from the previous tokens.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -36,7 +36,6 @@ from translator.decoding.contract import StepModel, as_step_model
 from translator.decoding.search import (
     BATCH_SIGNATURE,
     Hypothesis,
-    StepLoopState,
     apply_length_rules,
     keep_where,
     tokens_before_eos,
@@ -45,6 +44,17 @@ from translator.decoding.search import (
 
 DEFAULT_SEED = 1  # sampling is reproducible by default; another seed draws other samples
 MAX_SEED = 2**63 - 1
+
+
+class StepLoopState(NamedTuple):
+    """The loop state of sampling."""
+
+    t: tf.Tensor  # step
+    tokens: tf.Tensor  # [B] previous tokens
+    finished: tf.Tensor  # [B] bool
+    scores: tf.Tensor  # [B] sums of log-probabilities
+    state: Any  # the model's state nest
+    out: Any  # tokens per step: a TensorArray
 
 
 def sentence_keys(src_ids: np.ndarray, seed: int) -> np.ndarray:

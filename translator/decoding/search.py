@@ -149,6 +149,7 @@ def apply_length_rules(cand, cand_ids, eos_lp, t, max_lengths, min_length, eos_i
             beam: each beam's top K + 1, best first).
         cand_ids: their token ids, [N, C] or [1, C].
         eos_lp: [N] the log-probability of EOS in each row.
+        t: the step, a scalar or [N] (each row's own step).
         max_lengths: [N]; in a row with `t >= max_lengths[row]` only EOS is allowed: its first
             candidate becomes EOS and the others -inf.
         min_length: while `t < min_length`, EOS has the log-probability `BLOCKED`.
@@ -164,73 +165,163 @@ def apply_length_rules(cand, cand_ids, eos_lp, t, max_lengths, min_length, eos_i
     return cand, tf.where(forced, eos_id, cand_ids)
 
 
-class StepLoopState(NamedTuple):
-    """The loop state of greedy search and of sampling (`translator.decoding.sampling`)."""
-
-    t: tf.Tensor  # step
-    tokens: tf.Tensor  # [B] previous tokens
-    finished: tf.Tensor  # [B] bool
-    scores: tf.Tensor  # [B] sums of log-probabilities
-    state: Any  # the model's state nest
-    out: Any  # tokens per step: [L, B] (greedy: EOS where not written) or a TensorArray
+def _gather(nest: Any, idx: tf.Tensor) -> Any:
+    """Rows `idx` [R] of every tensor of `nest` [N, ...]."""
+    return tf.nest.map_structure(lambda x: tf.gather(x, idx), nest)
 
 
-def greedy_loop(model: StepModel, src_ids, max_lengths, min_length, bos_id: int, eos_id: int):
-    """Greedy decoding.
+def greedy_choice(logp, t, max_lengths, min_length, eos_id: int):
+    """The greedy token of each row, with the length rules.
 
     Args:
-        src_ids: [B, S] int32 right-padded source ids.
-        max_lengths: [B] int32, maximum number of tokens before EOS is forced.
-        min_length: scalar int32, EOS is not allowed before this many tokens.
+        logp: [R, V] log-probabilities; t, max_lengths: [R] each row's step and maximum length.
 
     Returns:
-        tokens [B, L] (EOS after the end) and scores [B] (sum of log-probabilities).
+        `(tokens [R] int32, their log-probabilities [R])`.
 
-    The tokens are written into a preallocated [L, B] tensor (not a growing TensorArray), so the
-    loop also compiles with XLA.
+    Two candidates per row, EOS and the best other token, in id order (so ties go to the lower
+    id, as `tf.argmax` over the vocabulary and beam search's top-k decide them).
     """
-    memory, state = model.start(src_ids)
-    batch = tf.shape(src_ids)[0]
-    limit = tf.reduce_max(max_lengths) + 1
-
-    def cond(s: StepLoopState):
-        return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.finished)))
-
-    def body(s: StepLoopState):
-        logp, new_state = model.step(s.tokens, s.state, memory)
-        # Two candidates per row, EOS and the best other token, in id order (so ties go to the
-        # lower id, as `tf.argmax` over the vocabulary and beam search's top-k decide them).
-        eos_lp = logp[:, eos_id]
-        is_eos = tf.equal(tf.range(tf.shape(logp)[1]), eos_id)[None, :]
-        other = tf.argmax(
-            tf.where(is_eos, tf.constant(-np.inf, tf.float32), logp), axis=-1, output_type=tf.int32
-        )
-        pair_ids = tf.stack([tf.minimum(other, eos_id), tf.maximum(other, eos_id)], 1)
-        pair_lp = tf.gather(logp, pair_ids, batch_dims=1)
-        pair_lp, pair_ids = apply_length_rules(
-            pair_lp, pair_ids, eos_lp, s.t, max_lengths, min_length, eos_id
-        )
-        best = tf.argmax(pair_lp, axis=-1, output_type=tf.int32)
-        nxt = tf.gather(pair_ids, best, batch_dims=1)
-        scores = s.scores + tf.where(s.finished, 0.0, tf.gather(pair_lp, best, batch_dims=1))
-        nxt = tf.where(s.finished, eos_id, nxt)
-        new_state = tf.nest.map_structure(
-            functools.partial(keep_where, s.finished), s.state, new_state
-        )
-        finished = tf.logical_or(s.finished, tf.equal(nxt, eos_id))
-        out = tf.tensor_scatter_nd_update(s.out, [[s.t]], nxt[None])
-        return (StepLoopState(s.t + 1, nxt, finished, scores, new_state, out),)
-
-    start = StepLoopState(
-        t=tf.constant(0),
-        tokens=tf.fill([batch], tf.constant(bos_id, tf.int32)),
-        finished=tf.zeros([batch], tf.bool),
-        scores=tf.zeros([batch], tf.float32),
-        state=state,
-        out=tf.fill([limit, batch], tf.constant(eos_id, tf.int32)),
+    eos_lp = logp[:, eos_id]
+    is_eos = tf.equal(tf.range(tf.shape(logp)[1]), eos_id)[None, :]
+    other = tf.argmax(
+        tf.where(is_eos, tf.constant(-np.inf, tf.float32), logp), axis=-1, output_type=tf.int32
     )
-    (end,) = tf.while_loop(cond, body, (start,), maximum_iterations=limit)
-    return tf.transpose(end.out), end.scores
+    pair_ids = tf.stack([tf.minimum(other, eos_id), tf.maximum(other, eos_id)], 1)
+    pair_lp = tf.gather(logp, pair_ids, batch_dims=1)
+    pair_lp, pair_ids = apply_length_rules(
+        pair_lp, pair_ids, eos_lp, t, max_lengths, min_length, eos_id
+    )
+    best = tf.argmax(pair_lp, axis=-1, output_type=tf.int32)
+    return tf.gather(pair_ids, best, batch_dims=1), tf.gather(pair_lp, best, batch_dims=1)
+
+
+class _GreedyState(NamedTuple):
+    t: tf.Tensor  # [R] tokens output so far by each slot's sentence
+    idx: tf.Tensor  # [R] the sentence in each slot
+    live: tf.Tensor  # [R] bool: the slot's sentence is not finished
+    tokens: tf.Tensor  # [R] previous tokens
+    slot_scores: tf.Tensor  # [R] sums of log-probabilities so far
+    queued: tf.Tensor  # the first sentence not yet given a slot
+    state: Any  # the model's state nest, [R, ...]
+    memory: Any  # the memory of the slots' sentences, [R, ...]
+    out: tf.Tensor  # [N + 1, L] tokens (EOS where not written; row N takes empty slots' writes)
+    scores: tf.Tensor  # [N + 1] finished sentences' scores
+
+
+def greedy_loop(
+    model: StepModel,
+    src_ids,
+    max_lengths,
+    min_length,
+    bos_id: int,
+    eos_id: int,
+    slots: int | None = None,
+):
+    """Greedy decoding of a batch: :func:`greedy_decode` after encoding `src_ids` [N, S] (int32,
+    right-padded) in one `model.start`."""
+    memory, state = model.start(src_ids)
+    return greedy_decode(model, memory, state, max_lengths, min_length, bos_id, eos_id, slots)
+
+
+def greedy_decode(
+    model: StepModel,
+    memory,
+    state,
+    max_lengths,
+    min_length,
+    bos_id: int,
+    eos_id: int,
+    slots: int | None = None,
+    refill_at: int | None = None,
+):
+    """Greedy decoding of `N` encoded sentences in `R = min(N, slots)` rows that are refilled.
+
+    Args:
+        memory, state: `model.start`'s nests for the `N` sentences.
+        max_lengths: [N] int32, maximum number of tokens before EOS is forced.
+        min_length: scalar int32, EOS is not allowed before this many tokens.
+        slots: the number of rows the model steps (default all `N`: one batch, no refilling).
+        refill_at: with more sentences than slots, finished rows take the next sentences (their
+            memory and start state) as soon as this many rows are free (default `R // 8`, at
+            least 1), or when none is left running.
+
+    Returns:
+        tokens [N, L] (EOS after the end) and scores [N] (sum of log-probabilities).
+
+    Every row is its own sentence at its own step (`t` is per row), so refilling changes no
+    result: a sentence's tokens and score are those of decoding it alone. A batch runs until its
+    longest output ends, so with fixed batches about half of the rows' steps go to sentences that
+    have already ended (sorted by source length, on the bundled corpus); refilled rows keep the
+    model stepping sentences that are still running.
+
+    The tokens are written into a preallocated [N + 1, L] tensor (not a growing TensorArray), so
+    the loop also compiles with XLA.
+    """
+    memory_all, state_all = memory, state
+    n = tf.shape(max_lengths)[0]
+    rows = n if slots is None else tf.minimum(n, slots)
+    refill_at = tf.maximum(rows // 8, 1) if refill_at is None else tf.constant(refill_at)
+    limit = tf.reduce_max(max_lengths) + 1
+    eos = tf.constant(eos_id, tf.int32)
+
+    def cond(s: _GreedyState):
+        return tf.reduce_any(s.live)
+
+    def body(s: _GreedyState):
+        logp, new_state = model.step(s.tokens, s.state, s.memory)
+        nxt, lp = greedy_choice(logp, s.t, tf.gather(max_lengths, s.idx), min_length, eos_id)
+        slot_scores = s.slot_scores + tf.where(s.live, lp, 0.0)
+        at = tf.stack([tf.where(s.live, s.idx, n), tf.where(s.live, s.t, 0)], 1)
+        out = tf.tensor_scatter_nd_update(s.out, at, tf.where(s.live, nxt, eos))
+        ended = tf.logical_and(s.live, tf.equal(nxt, eos))
+        scores = tf.tensor_scatter_nd_update(
+            s.scores, tf.where(ended, s.idx, n)[:, None], slot_scores
+        )
+        live = tf.logical_and(s.live, tf.logical_not(ended))
+        ran = _GreedyState(
+            s.t + 1, s.idx, live, nxt, slot_scores, s.queued, new_state, s.memory, out, scores
+        )
+        free = tf.logical_not(live)
+        n_free = tf.reduce_sum(tf.cast(free, tf.int32))
+        left = n - s.queued
+
+        def refill():
+            rank = tf.cumsum(tf.cast(free, tf.int32)) - 1
+            take = tf.logical_and(free, rank < left)
+            idx = tf.where(take, s.queued + rank, s.idx)
+            state = tf.nest.map_structure(
+                functools.partial(keep_where, take), _gather(state_all, idx), new_state
+            )
+            return ran._replace(
+                t=tf.where(take, 0, ran.t),
+                idx=idx,
+                live=tf.logical_or(live, take),
+                tokens=tf.where(take, bos_id, nxt),
+                slot_scores=tf.where(take, 0.0, slot_scores),
+                queued=s.queued + tf.reduce_sum(tf.cast(take, tf.int32)),
+                state=state,
+                memory=_gather(memory_all, idx),
+            )
+
+        due = tf.logical_or(n_free >= refill_at, tf.logical_not(tf.reduce_any(live)))
+        return (tf.cond(tf.logical_and(left > 0, due), refill, lambda: ran),)
+
+    idx = tf.range(rows)
+    start = _GreedyState(
+        t=tf.zeros([rows], tf.int32),
+        idx=idx,
+        live=tf.ones([rows], tf.bool),
+        tokens=tf.fill([rows], tf.constant(bos_id, tf.int32)),
+        slot_scores=tf.zeros([rows], tf.float32),
+        queued=rows,
+        state=_gather(state_all, idx),
+        memory=_gather(memory_all, idx),
+        out=tf.fill([n + 1, limit], eos),
+        scores=tf.zeros([n + 1], tf.float32),
+    )
+    (end,) = tf.while_loop(cond, body, (start,))
+    return end.out[:n], end.scores[:n]
 
 
 class _BeamState(NamedTuple):
@@ -409,6 +500,55 @@ class Searcher:
         loop = functools.partial(greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id)
         return self._compiled(("greedy",), loop, BATCH_SIGNATURE, xla)
 
+    def _start_function(self, xla: bool = False) -> Callable:
+        return self._compiled(("start",), self.model.start, BATCH_SIGNATURE[:1], xla)
+
+    def _refill_function(self, slots: int, xla: bool, memory: Any, state: Any) -> Callable:
+        """The compiled :func:`greedy_decode` for `slots`, traced once for any number of
+        sentences and source width (its signature is that of `memory` and `state` with every
+        dimension unknown)."""
+        key = ("refill", slots, bool(xla))
+        if key not in self._functions:
+            decode = functools.partial(
+                greedy_decode, self.model, bos_id=self.bos_id, eos_id=self.eos_id, slots=slots
+            )
+            signature = [
+                *tf.nest.map_structure(
+                    lambda x: tf.TensorSpec([None] * x.shape.rank, x.dtype), [memory, state]
+                ),
+                *BATCH_SIGNATURE[1:],
+            ]
+            self._functions[key] = tf.function(
+                decode, input_signature=signature, jit_compile=bool(xla)
+            )
+        return self._functions[key]
+
+    def _start_in_chunks(self, src_ids: np.ndarray, chunk: int, xla: bool) -> tuple[Any, Any]:
+        """`model.start` over `src_ids` [N, S] in chunks of `chunk` rows, each cut to its longest
+        source; the memories are padded with zeros to the longest along their source axis (1),
+        which changes nothing (see :mod:`translator.decoding.contract`), and concatenated."""
+        parts = []
+        for i in range(0, src_ids.shape[0], chunk):
+            rows = src_ids[i : i + chunk]
+            width = max(int(np.max(np.nonzero(rows.any(axis=0))[0], initial=0)) + 1, 1)
+            rows = _pad_for_xla(rows[:, :width]) if xla else rows[:, :width]
+            parts.append(self._start_function(xla)(tf.constant(rows, tf.int32)))
+        width = max(
+            int(tf.shape(x)[1]) for x in tf.nest.flatten([m for m, _ in parts]) if x.shape.rank > 1
+        )
+
+        def join(*xs):
+            if xs[0].shape.rank > 1:
+                xs = [
+                    tf.pad(x, [[0, 0], [0, width - x.shape[1]]] + [[0, 0]] * (x.shape.rank - 2))
+                    for x in xs
+                ]
+            return tf.concat(xs, 0)
+
+        memory = tf.nest.map_structure(join, *[m for m, _ in parts])
+        state = tf.nest.map_structure(lambda *xs: tf.concat(xs, 0), *[st for _, st in parts])
+        return memory, state
+
     def _beam_function(self, beam_size: int, xla: bool = False) -> Callable:
         def search(src_ids, max_lengths, min_length, alpha, word_reward):
             return beam_loop(
@@ -436,6 +576,7 @@ class Searcher:
         max_lengths: np.ndarray,
         min_length: int = 0,
         xla: bool = False,
+        slots: int | None = None,
     ) -> list[Hypothesis]:
         """Greedy-decode a padded batch.
 
@@ -445,6 +586,8 @@ class Searcher:
             min_length: EOS is forbidden before this many tokens.
             xla: run the XLA-compiled loop (sources padded to a multiple of
                 `XLA_LENGTH_MULTIPLE`).
+            slots: step at most this many rows at once, refilled with the next sentences as
+                others end (see :func:`greedy_loop`; the same results as without).
 
         Returns:
             One hypothesis per row (`normalized_score == score`).
@@ -452,11 +595,24 @@ class Searcher:
         _check_options(1, 1, 0.0, min_length)
         if src_ids.shape[0] == 0:
             return []
-        tokens, scores = self._greedy_function(xla)(
-            tf.constant(_pad_for_xla(src_ids) if xla else src_ids, tf.int32),
-            tf.constant(max_lengths, tf.int32),
-            tf.constant(min_length, tf.int32),
-        )
+        n = src_ids.shape[0]
+        if slots is not None and n > slots:
+            memory, state = self._start_in_chunks(src_ids, slots, xla)
+            max_lengths = np.asarray(max_lengths, np.int32)
+            if xla:  # XLA compiles per shape: N up to a power of two, with rows that end at once
+                size = 1 << (len(max_lengths) - 1).bit_length()
+                memory, state = _gather((memory, state), np.minimum(np.arange(size), n - 1))
+                max_lengths = np.pad(max_lengths, [(0, size - n)])
+            tokens, scores = self._refill_function(slots, xla, memory, state)(
+                memory, state, tf.constant(max_lengths), tf.constant(min_length, tf.int32)
+            )
+            tokens, scores = tokens[:n], scores[:n]
+        else:
+            tokens, scores = self._greedy_function(xla)(
+                tf.constant(_pad_for_xla(src_ids) if xla else src_ids, tf.int32),
+                tf.constant(max_lengths, tf.int32),
+                tf.constant(min_length, tf.int32),
+            )
         return [
             Hypothesis(tokens_before_eos(row, self.eos_id), float(s))
             for row, s in zip(tokens.numpy(), scores.numpy(), strict=True)
@@ -527,6 +683,7 @@ class Searcher:
         min_length: int = 0,
         word_reward: float = 0.0,
         xla: bool = False,
+        slots: int | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode a padded batch: greedy for `beam_size == 1`, else beam search.
 
@@ -545,7 +702,7 @@ class Searcher:
                 word_reward=word_reward,
                 xla=xla,
             )
-        hyps = self.greedy(src_ids, max_lengths, min_length=min_length, xla=xla)
+        hyps = self.greedy(src_ids, max_lengths, min_length=min_length, xla=xla, slots=slots)
         return [[_normalized(h, length_penalty, word_reward)] for h in hyps]
 
 
