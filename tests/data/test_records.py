@@ -144,14 +144,17 @@ def test_a_truncated_shard_is_named(corpus, tmp_path):
     manifest = json.loads(manifest_path.read_text())
     shard = tmp_path / manifest["shards"][3]["file"]
     assert manifest["shards"][3]["bytes"] == shard.stat().st_size
+    assert records_complete(manifest_path)
     shard.write_bytes(shard.read_bytes()[:-100])  # whole records less: read silently as fewer
     with pytest.raises(ArtifactError, match=rf"{shard.name} has \d+ bytes.*truncated.*tokenize"):
         RecordExamples(manifest_path)
+    assert not records_complete(manifest_path)  # the train stage writes it again, as a missing one
     # A manifest from before the sizes were recorded is read as before (unchecked).
     for s in manifest["shards"]:
         del s["bytes"]
     manifest_path.write_text(json.dumps(manifest))
     assert len(RecordExamples(manifest_path)) == 600
+    assert records_complete(manifest_path)
 
 
 def _npy(array) -> bytes:

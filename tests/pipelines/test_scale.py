@@ -81,6 +81,13 @@ def test_a_run_directory_without_records_tokenizes_again_and_still_trains(tiny_r
     ctx = Context(load_config(TINY, overrides=["train.epochs=7"]), run_dir, verbose=0)
     result = run_stage(ctx, "train")
     assert result["epochs"] == 7 and records_up_to_date(run, "sentencepiece")
+    # A truncated shard (a disk that filled up) is written again like a missing one.
+    shard = next(run.train_records.parent.glob("train-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[:-50])
+    assert not records_up_to_date(run, "sentencepiece")
+    ctx = Context(load_config(TINY, overrides=["train.epochs=8"]), run_dir, verbose=0)
+    result = run_stage(ctx, "train")
+    assert result["epochs"] == 8 and records_up_to_date(run, "sentencepiece")
 
 
 def test_bench_scale_prints_time_and_peak_memory_per_stage(tmp_path):

@@ -194,16 +194,22 @@ def write_train_records(
 
 
 def records_complete(manifest_path: str | Path) -> bool:
-    """Whether a readable manifest and every file it lists exist (no digests are checked)."""
+    """Whether a readable manifest and every file it lists exist, each shard with the size in
+    bytes the manifest records (manifests from before the sizes were recorded: any size; no
+    digests are checked). A truncated shard is then written again like a missing one."""
     manifest_path = Path(manifest_path)
     try:
         manifest = read_json(manifest_path)
-        files = [s["file"] for s in manifest["shards"]] + [manifest["lengths"]]
-    except (OSError, ArtifactError, KeyError, TypeError):
+        shards = [(manifest_path.parent / s["file"], s.get("bytes")) for s in manifest["shards"]]
+        lengths = manifest_path.parent / manifest["lengths"]
+        if manifest.get("format") != FORMAT or not lengths.is_file():
+            return False
+        return all(
+            path.is_file() and (size is None or path.stat().st_size == int(size))
+            for path, size in shards
+        )
+    except (OSError, ArtifactError, KeyError, TypeError, ValueError, AttributeError):
         return False
-    return manifest.get("format") == FORMAT and all(
-        (manifest_path.parent / f).is_file() for f in files
-    )
 
 
 def _read_lengths(path: Path, what_to_do: str) -> np.ndarray:
