@@ -41,6 +41,9 @@ def test_an_ensemble_of_different_models_decodes(tiny_run, tiny_attention_run):
         out = ensemble.translate(sources, beam_size=beam)
         assert len(out) == len(sources) and out[-1] == ""
         assert all(isinstance(t, str) for t in out)
+        # Batches of 2: greedy search refills its rows across the window (memories of a model
+        # without attention and of one with it, padded to the window's width).
+        assert ensemble.translate(sources, beam_size=beam, batch_size=2) == out
 
 
 def test_an_ensemble_needs_the_same_tokenizers(tiny_attention_run, tmp_path):
