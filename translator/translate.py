@@ -22,9 +22,10 @@ from translator.scoring import ScoredPair, Scorer
 # Greedy search decodes the length-sorted sentences in windows of up to WINDOW_BATCHES batches,
 # `batch_size` rows at a time, refilling a row as soon as its sentence ends; a window also ends
 # before padding its sources to its longest would add more than WINDOW_PADDING of its tokens
-# (the attention reads the padding). On the flagship, valid and test together: 1.47x the
-# sentences/s of fixed batches with the same outputs (README, Speed).
-WINDOW_BATCHES = 32
+# (the attention reads the padding). A window's encoder outputs are held at once (8 batches of 64
+# sentences of 50 tokens: about 80 MB for the flagship). On the flagship's shape, valid and test
+# together: 1.34x the sentences/s of fixed batches with the same outputs (32 batches: 1.37x).
+WINDOW_BATCHES = 8
 WINDOW_PADDING = 1.0
 
 
