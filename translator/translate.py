@@ -22,11 +22,13 @@ from translator.scoring import ScoredPair, Scorer
 # Greedy search decodes the length-sorted sentences in windows of up to WINDOW_BATCHES batches,
 # `batch_size` rows at a time, refilling a row as soon as its sentence ends; a window also ends
 # before padding its sources to its longest would add more than WINDOW_PADDING of its tokens
-# (the attention reads the padding). A window's encoder outputs are held at once (8 batches of 64
-# sentences of 50 tokens: about 80 MB for the flagship). On the flagship's shape, valid and test
-# together: 1.34x the sentences/s of fixed batches with the same outputs (32 batches: 1.37x).
+# (the attention reads the padding), or than WINDOW_TOKENS padded source positions: a window's
+# encoder outputs are held at once (the flagship: 3 KB a position, 48 MB at most; long inputs get
+# windows of fewer sentences, down to one batch). On the flagship's shape, valid and test together:
+# 1.29-1.34x the sentences/s of fixed batches with the same outputs (32 batches, no cap: 1.37x).
 WINDOW_BATCHES = 8
 WINDOW_PADDING = 1.0
+WINDOW_TOKENS = 16384
 
 
 @dataclasses.dataclass
@@ -173,7 +175,11 @@ class Translator:
         greedy = settings.sampling_topk == 1 and settings.beam_size == 1 and settings.batch_size > 1
         if greedy:  # windows of sentences, `batch_size` decoded at a time (see `greedy_decode`)
             groups = length_sorted_windows(
-                lengths, settings.batch_size, WINDOW_BATCHES * settings.batch_size, WINDOW_PADDING
+                lengths,
+                settings.batch_size,
+                WINDOW_BATCHES * settings.batch_size,
+                WINDOW_PADDING,
+                WINDOW_TOKENS,
             )
         else:
             groups = length_sorted_batches(lengths, settings.batch_size)

@@ -65,6 +65,11 @@ def test_length_sorted_windows():
         assert padded <= 1.5 * real or len(w) == 8
     assert max(len(w) for w in windows) == 64
     assert length_sorted_windows([5, 1], 8, 64, 0.0) == [[0, 1]]
+    # At most max_tokens padded positions, but never less than a batch.
+    capped = length_sorted_windows(lengths, 8, 64, 0.5, max_tokens=200)
+    assert [i for w in capped for i in w] == flat
+    assert all(len(w) * lengths[w[0]] <= 200 or len(w) == 8 for w in capped[:-1])
+    assert any(len(w) == 8 for w in capped) and any(len(w) > 8 for w in capped)
     assert length_sorted_windows([], 8, 64, 0.5) == []
 
 

@@ -266,14 +266,19 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 
 def length_sorted_windows(
-    lengths: Sequence[int], batch_size: int, max_sentences: int, max_padding: float
+    lengths: Sequence[int],
+    batch_size: int,
+    max_sentences: int,
+    max_padding: float,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Indices sorted as :func:`length_sorted_batches`, in windows for a search that steps
     `batch_size` sentences at a time and refills them from its window.
 
     A window holds at least `batch_size` sentences (fewer only at the end) and at most
     `max_sentences`; it stops growing before padding its sentences to its longest would add more
-    than `max_padding` (a fraction of its real tokens).
+    than `max_padding` (a fraction of its real tokens), or make more than `max_tokens` padded
+    positions (the memory a window holds at once).
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     windows: list[list[int]] = []
@@ -282,9 +287,10 @@ def length_sorted_windows(
         longest, total, end = lengths[order[start]], 0, start
         while end < len(order) and end - start < max_sentences:
             grown = total + lengths[order[end]]
-            full = end - start >= batch_size
-            if full and (end - start + 1) * longest > (1 + max_padding) * grown:
-                break
+            if end - start >= batch_size:
+                padded = (end - start + 1) * longest
+                if padded > (1 + max_padding) * grown or padded > (max_tokens or padded):
+                    break
             total, end = grown, end + 1
         windows.append(order[start:end])
         start = end

@@ -194,22 +194,15 @@ def write_train_records(
 
 
 def records_complete(manifest_path: str | Path) -> bool:
-    """Whether a readable manifest and every file it lists exist, each shard with the size in
-    bytes the manifest records (manifests from before the sizes were recorded: any size; no
-    digests are checked). A truncated shard is then written again like a missing one."""
-    manifest_path = Path(manifest_path)
+    """Whether the records are whole: a readable manifest, every shard it lists with the size in
+    bytes it records (manifests from before the sizes were recorded: any size), and a lengths
+    file with one length a pair (no digests are checked). Records that are not whole are written
+    again by the tokenize and train stages, from train.tsv and the run's tokenizers."""
     try:
-        manifest = read_json(manifest_path)
-        shards = [(manifest_path.parent / s["file"], s.get("bytes")) for s in manifest["shards"]]
-        lengths = manifest_path.parent / manifest["lengths"]
-        if manifest.get("format") != FORMAT or not lengths.is_file():
-            return False
-        return all(
-            path.is_file() and (size is None or path.stat().st_size == int(size))
-            for path, size in shards
-        )
-    except (OSError, ArtifactError, KeyError, TypeError, ValueError, AttributeError):
+        RecordExamples(manifest_path)
+    except (ArtifactError, OSError):
         return False
+    return True
 
 
 def _read_lengths(path: Path, what_to_do: str) -> np.ndarray:
