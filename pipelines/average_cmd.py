@@ -25,6 +25,7 @@ from translator.io import (
     check_output_path,
     check_replaceable,
     read_json,
+    require_utf8_path,
 )
 from translator.rundir import RunDir
 
@@ -132,6 +133,7 @@ def plan_average(
     if out.exists() and not force:
         raise ValueError(f"{out} exists; give --force to replace it, or another --output")
     check_output_path(out, "--output", directory=True)
+    require_utf8_path(out, "--output")
     if out.exists():  # with --force: only an earlier average, never a directory holding the run
         check_replaceable(out, "--output", run.path, lambda d: (d / AVERAGE_RECORD).is_file())
     if not run.split("valid").is_file():

@@ -16,7 +16,7 @@ from translator.pipelines.stages import STAGES, Context, StageError, run_stages 
 
 from translator.config import ConfigError, load_config  # noqa: E402
 from translator.data.corpus import CorpusError  # noqa: E402
-from translator.io import check_output_path, unicode_problem  # noqa: E402
+from translator.io import check_output_path, describe_unicode_problem  # noqa: E402
 from translator.rundir import RunDirBusyError  # noqa: E402
 from translator.translate_file import OutputError  # noqa: E402
 
@@ -121,14 +121,11 @@ def cmd_translate(args) -> int:
     if args.input and args.sentences:
         raise ValueError("give sentences on the command line or --input FILE, not both")
     for i, sentence in enumerate(args.sentences, start=1):
-        problem = unicode_problem(sentence)
+        problem = describe_unicode_problem(sentence)
         if problem is not None:  # a byte that is not UTF-8, decoded with surrogateescape
-            at, char = problem
-            code = ord(sentence[at])
-            byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else char
             raise ValueError(
-                f"SENTENCE {i} is not valid UTF-8 ({byte} at character {at + 1}); give "
-                "sentences in UTF-8 (is the terminal's encoding UTF-8?), or use --input FILE"
+                f"SENTENCE {i} is not valid UTF-8 ({problem}); give sentences in UTF-8 (is the "
+                "terminal's encoding UTF-8?), or use --input FILE"
             )
     if args.plot_attention and (len(args.sentences) != 1 or args.input):
         raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")

@@ -26,6 +26,7 @@ import yaml
 
 from translator.data.corpus import BUNDLED
 from translator.evaluation.metrics import METRICS
+from translator.io import describe_unicode_problem, shown
 from translator.layers import (
     ATTENTIONS,
     BRIDGES,
@@ -760,6 +761,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [k for k in key.strip().split(".") if k]
     if not path:
         raise ConfigError(f"override {text!r} has an empty key")
+    for part, what in ((key, "key"), (raw, "value")):
+        problem = describe_unicode_problem(part)
+        if problem is not None:  # a byte that is not UTF-8, decoded with surrogateescape
+            raise ConfigError(
+                f"override '{shown(text)}': the {what} is not valid UTF-8 ({problem}); give "
+                "--set values in UTF-8"
+            )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:

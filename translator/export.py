@@ -51,6 +51,7 @@ from translator.io import (
     atomic_write_json,
     check_output_path,
     check_replaceable,
+    require_utf8_path,
 )
 from translator.rundir import RunDir
 
@@ -298,6 +299,7 @@ def export_run(
     if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
         raise ExportError(f"{out} is inside the run directory {run.path}; export somewhere else")
     check_output_path(out, "OUT_DIR", directory=True)
+    require_utf8_path(out, "OUT_DIR")
     if out.exists():
         check_replaceable(
             out,

@@ -171,3 +171,41 @@ def unicode_problem(text: str) -> tuple[int, str] | None:
     except UnicodeEncodeError as e:
         return e.start, f"\\u{ord(text[e.start]):04x}"
     return None
+
+
+def shown(text: str) -> str:
+    """`text` for a message: a byte that is not UTF-8 (a lone surrogate from `surrogateescape`)
+    as `\\xff`, another lone surrogate as `\\ud800`."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
+def require_utf8_path(path: str | Path, what: str) -> None:
+    """Refuse a path that is not UTF-8 text (a Linux name may hold any bytes), for paths that
+    TensorFlow or SentencePiece open: they take UTF-8 paths and fail deep inside with an encoding
+    error.
+
+    Raises:
+        OutputPathError: naming `what`, the path and the byte.
+    """
+    problem = describe_unicode_problem(str(path))
+    if problem is not None:
+        raise OutputPathError(
+            f"{what} {shown(str(path))} is not a UTF-8 path ({problem}); TensorFlow and "
+            "SentencePiece open files by UTF-8 paths: give a directory whose path is UTF-8"
+        )
+
+
+def describe_unicode_problem(text: str) -> str | None:
+    """None, or where `text` stops being UTF-8 text, as a user would see it: `byte 0xff at
+    character 3` for a command-line byte that is not UTF-8 (decoded with `surrogateescape`),
+    `\\ud800 at character 3` for a lone surrogate otherwise."""
+    problem = unicode_problem(text)
+    if problem is None:
+        return None
+    at, char = problem
+    code = ord(text[at])
+    what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else char
+    return f"{what} at character {at + 1}"

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from translator.config import Config, ConfigError, config_from_dict, save_config
+from translator.io import require_utf8_path
 
 SPLITS = ("train", "valid", "test")
 
@@ -48,6 +49,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path):
+        require_utf8_path(path, "run directory")
         self.path = Path(path)
 
     def __repr__(self) -> str:

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from ..conftest import ROOT, TINY
 from .helpers import cli, run_main
 
@@ -182,6 +184,39 @@ def test_a_sentence_argument_that_is_not_utf8_is_named(tiny_run):
         "translator: error: SENTENCE 2 is not valid UTF-8 (byte 0xff at character 5); give "
         "sentences in UTF-8 (is the terminal's encoding UTF-8?), or use --input FILE"
     )
+
+
+def test_a_set_override_that_is_not_utf8_is_named():
+    """The same for `--set`: one line naming the override and the byte (PyYAML's own message was
+    two lines about an 'unacceptable character #xdcff')."""
+    for override, what in (("train.seed=1\udcff", "value"), ("train.se\udcffed=1", "key")):
+        r = run_main("run", TINY, "--set", override)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"the {what} is not valid UTF-8 (byte 0xff at character" in r.stderr, r.stderr
+        assert override.replace("\udcff", "\\xff") in r.stderr
+
+
+def test_a_directory_path_that_is_not_utf8_is_refused_before_any_work(tiny_run, tmp_path):
+    """Linux names may hold any bytes, but TensorFlow and SentencePiece open UTF-8 paths only:
+    a run directory, an export or an average there is one line naming it, and nothing is made
+    (the tokenize stage used to fail half way with "'utf-8' codec can't encode")."""
+    bad = tmp_path / "r\udcff"
+    for args, what in (
+        (("run", TINY, "--run-dir", bad, "--set", "train.epochs=1"), "run directory"),
+        (("translate", bad, "Gut."), "run directory"),
+        (("export", tiny_run, bad), "OUT_DIR"),
+    ):
+        r = run_main(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"{what} {tmp_path}/r\\xff is not a UTF-8 path (byte 0xff" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    # `average --output` checks its directory the same way (pipelines/average_cmd.py).
+    from translator.io import OutputPathError, require_utf8_path
+
+    with pytest.raises(OutputPathError, match=r"--output .*r\\xff is not a UTF-8 path"):
+        require_utf8_path(bad, "--output")
 
 
 def test_input_may_be_a_pipe(tiny_run):
