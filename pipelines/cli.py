@@ -16,7 +16,11 @@ from translator.pipelines.stages import STAGES, Context, StageError, run_stages 
 
 from translator.config import ConfigError, load_config  # noqa: E402
 from translator.data.corpus import CorpusError  # noqa: E402
-from translator.io import check_output_path, describe_unicode_problem  # noqa: E402
+from translator.io import (  # noqa: E402
+    check_not_an_input,
+    check_output_path,
+    describe_unicode_problem,
+)
 from translator.rundir import RunDirBusyError  # noqa: E402
 from translator.translate_file import OutputError  # noqa: E402
 
@@ -135,11 +139,7 @@ def cmd_translate(args) -> int:
         raise ValueError("--resume continues an --output file; give --output")
     if args.output:
         out = check_output_path(args.output, "--output")
-        if args.input and out.exists() and os.path.samefile(args.input, out):
-            raise ValueError(
-                f"--output {args.output} is the --input file; writing it would erase the "
-                "input: give another output file"
-            )
+        check_not_an_input(out, [args.input] if args.input else [])
     import_tensorflow_quietly()
     from translator.translate import Translator
 

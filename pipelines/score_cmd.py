@@ -107,7 +107,7 @@ def score_stream(
 def cmd_score(args) -> int:
     from translator.pipelines.cli import _ensemble_members, import_tensorflow_quietly
 
-    from translator.io import atomic_path, check_output_path
+    from translator.io import atomic_path, check_not_an_input, check_output_path
     from translator.rundir import RunDir
     from translator.translate_file import CHUNK_LINES, OutputError
 
@@ -116,6 +116,8 @@ def cmd_score(args) -> int:
     batch_size = runs[0].load_config().decode.with_overrides(batch_size=args.batch_size).batch_size
     files = input_files(args.input)
     output = check_output_path(args.output, "--output") if args.output else None
+    if output is not None:
+        check_not_an_input(output, files)
     import_tensorflow_quietly()
     from translator.translate import Translator
 

@@ -173,6 +173,25 @@ def unicode_problem(text: str) -> tuple[int, str] | None:
     return None
 
 
+def check_not_an_input(output: str | Path, inputs: list, what: str = "--output") -> None:
+    """Refuse an output file that is one of the command's input files (the same file by any
+    path or link): writing it would erase the input before it is read.
+
+    Raises:
+        OutputPathError: naming both.
+    """
+    for f in inputs:
+        try:
+            same = os.path.samefile(f, output)
+        except OSError:  # one of them does not exist (yet), or is a pipe that went away
+            continue
+        if same:
+            raise OutputPathError(
+                f"{what} {output} is the input file {f}; writing it would erase the input: "
+                "give another output file"
+            )
+
+
 def shown(text: str) -> str:
     """`text` for a message: a byte that is not UTF-8 (a lone surrogate from `surrogateescape`)
     as `\\xff`, another lone surrogate as `\\ud800`."""

@@ -1,4 +1,5 @@
 import gzip
+import os
 import re
 
 import pytest
@@ -45,9 +46,15 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
         read_tsv(f)
 
 
-def test_missing_file(tmp_path):
+def test_missing_file_a_directory_and_a_pipe_are_named(tmp_path):
     with pytest.raises(CorpusError, match="file not found"):
         read_tsv(tmp_path / "missing.tsv")
+    with pytest.raises(CorpusError, match=f"{tmp_path} is a directory"):
+        read_tsv(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(CorpusError, match="fifo is not a regular file"):
+        read_tsv(fifo)
 
 
 GZIP_READERS = {

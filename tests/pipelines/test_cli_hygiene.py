@@ -126,8 +126,16 @@ def test_outputs_that_would_erase_something_are_refused_before_any_work(tiny_run
     touched."""
     src = tmp_path / "in.txt"
     src.write_text("Das Haus.\nDer Hund.\n", encoding="utf-8")
-    _clean_error(run_main("translate", tiny_run, "--input", src, "--output", src), "--input file")
+    _clean_error(run_main("translate", tiny_run, "--input", src, "--output", src), "input file")
     assert src.read_text(encoding="utf-8") == "Das Haus.\nDer Hund.\n"
+    # score too (it used to score the pairs and write the scores over them), also through a link
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("Das Haus.\tThe house.\n", encoding="utf-8")
+    (tmp_path / "link.tsv").symlink_to(pairs)
+    for out in (pairs, tmp_path / "link.tsv"):
+        r = run_main("score", tiny_run, "--input", pairs, "--output", out)
+        _clean_error(r, f"--output {out} is the input file {pairs}")
+    assert pairs.read_text(encoding="utf-8") == "Das Haus.\tThe house.\n"
     previous = tmp_path / "previous.txt"
     previous.write_text("an earlier translation\n", encoding="utf-8")
     bad = tmp_path / "bad.txt"

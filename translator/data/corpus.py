@@ -116,8 +116,12 @@ def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
 
 def _existing(path: str | Path) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise CorpusError(f"{path} is a directory; give a file")
+    if not path.exists():
         raise CorpusError(f"file not found: {path}")
+    if not path.is_file():  # a pipe may be read only once, and corpora are read more than once
+        raise CorpusError(f"{path} is not a regular file (a pipe or a device); give a file")
     return path
 
 
