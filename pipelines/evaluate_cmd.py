@@ -14,7 +14,8 @@ from pathlib import Path
 
 from translator.pipelines.argtypes import add_xla_argument
 
-from translator.io import check_output_path
+from translator.io import check_not_an_input, check_output_path
+from translator.rundir import RunDir
 
 DEFAULT_OUTPUT_DIR = "evaluation"
 
@@ -152,7 +153,8 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
 def run_plot(args) -> int:
     from translator.plots import plot_runs
 
-    check_output_path(args.output, "--output")
+    out = check_output_path(args.output, "--output")
+    check_not_an_input(out, [RunDir(r).metrics_log for r in args.run_dirs])
     path = plot_runs(args.run_dirs, args.output)
     print(f"wrote {path}")
     return 0

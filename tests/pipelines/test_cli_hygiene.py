@@ -136,6 +136,11 @@ def test_outputs_that_would_erase_something_are_refused_before_any_work(tiny_run
         r = run_main("score", tiny_run, "--input", pairs, "--output", out)
         _clean_error(r, f"--output {out} is the input file {pairs}")
     assert pairs.read_text(encoding="utf-8") == "Das Haus.\tThe house.\n"
+    # plot: never over a run's own metrics.csv
+    metrics = tiny_run / "logs" / "metrics.csv"
+    before = metrics.read_bytes()
+    _clean_error(run_main("plot", tiny_run, "--output", metrics), "is the input file")
+    assert metrics.read_bytes() == before
     previous = tmp_path / "previous.txt"
     previous.write_text("an earlier translation\n", encoding="utf-8")
     bad = tmp_path / "bad.txt"
