@@ -259,9 +259,14 @@ def pad_batch(seqs: Sequence[Sequence[int]], min_width: int = 1) -> np.ndarray:
     return out
 
 
+def _longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices by decreasing length, ties in index order."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), for fast decoding."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    order = _longest_first(lengths)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -280,7 +285,7 @@ def length_sorted_windows(
     than `max_padding` (a fraction of its real tokens), or make more than `max_tokens` padded
     positions (the memory a window holds at once).
     """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    order = _longest_first(lengths)
     windows: list[list[int]] = []
     start = 0
     while start < len(order):

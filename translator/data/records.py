@@ -19,7 +19,8 @@ Every file is written atomically and the manifest last (it is removed first when
 rewritten), so a manifest always describes whole shards. Training reads them with
 :class:`RecordExamples` (see :func:`open_train_examples`) and never holds the corpus in memory;
 it checks each shard's size against the manifest first (manifests written before the sizes were
-recorded are read unchecked), so a truncated shard is an error naming it, not fewer pairs.
+recorded are read unchecked), so a truncated shard is an error naming it, not fewer pairs; the
+tokenize and train stages write records that fail these checks again (:func:`records_complete`).
 """
 
 from __future__ import annotations

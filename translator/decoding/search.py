@@ -216,12 +216,11 @@ def greedy_loop(
     min_length,
     bos_id: int,
     eos_id: int,
-    slots: int | None = None,
 ):
     """Greedy decoding of a batch: :func:`greedy_decode` after encoding `src_ids` [N, S] (int32,
     right-padded) in one `model.start`."""
     memory, state = model.start(src_ids)
-    return greedy_decode(model, memory, state, max_lengths, min_length, bos_id, eos_id, slots)
+    return greedy_decode(model, memory, state, max_lengths, min_length, bos_id, eos_id)
 
 
 def greedy_decode(
@@ -507,21 +506,16 @@ class Searcher:
         """The compiled :func:`greedy_decode` for `slots`, traced once for any number of
         sentences and source width (its signature is that of `memory` and `state` with every
         dimension unknown)."""
-        key = ("refill", slots, bool(xla))
-        if key not in self._functions:
-            decode = functools.partial(
-                greedy_decode, self.model, bos_id=self.bos_id, eos_id=self.eos_id, slots=slots
-            )
-            signature = [
-                *tf.nest.map_structure(
-                    lambda x: tf.TensorSpec([None] * x.shape.rank, x.dtype), [memory, state]
-                ),
-                *BATCH_SIGNATURE[1:],
-            ]
-            self._functions[key] = tf.function(
-                decode, input_signature=signature, jit_compile=bool(xla)
-            )
-        return self._functions[key]
+        decode = functools.partial(
+            greedy_decode, self.model, bos_id=self.bos_id, eos_id=self.eos_id, slots=slots
+        )
+        signature = [
+            *tf.nest.map_structure(
+                lambda x: tf.TensorSpec([None] * x.shape.rank, x.dtype), [memory, state]
+            ),
+            *BATCH_SIGNATURE[1:],
+        ]
+        return self._compiled(("refill", slots), decode, signature, xla)
 
     def _start_in_chunks(self, src_ids: np.ndarray, chunk: int, xla: bool) -> tuple[Any, Any]:
         """`model.start` over `src_ids` [N, S] in chunks of `chunk` rows, each cut to its longest
@@ -530,7 +524,7 @@ class Searcher:
         parts = []
         for i in range(0, src_ids.shape[0], chunk):
             rows = src_ids[i : i + chunk]
-            width = max(int(np.max(np.nonzero(rows.any(axis=0))[0], initial=0)) + 1, 1)
+            width = max(int((rows != 0).sum(axis=1).max()), 1)  # right-padded with 0
             rows = _pad_for_xla(rows[:, :width]) if xla else rows[:, :width]
             parts.append(self._start_function(xla)(tf.constant(rows, tf.int32)))
         width = max(
