@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from translator.data.batching import length_sorted_batches, pad_batch
 from translator.data.tokenizers import PAD_ID
-from translator.decoding.contract import Seq2SeqStepModel, StepModel, as_step_model
+from translator.decoding.contract import Seq2SeqStepModel, StepModel, as_step_model, stepper_of
 from translator.decoding.ensemble import EnsembleStepModel
 
 
@@ -75,9 +75,10 @@ def _stepwise_log_probs(model: StepModel, src_ids, tgt_in, tgt_out) -> tf.Tensor
     """`token_log_probs` through the decoding contract: one `step` per target position."""
     memory, state = model.start(src_ids)
     steps = tf.shape(tgt_in)[1]
+    step = stepper_of(model)
 
     def body(t, state, out):
-        log_probs, state = model.step(tgt_in[:, t], state, memory)
+        log_probs, state = step(tgt_in[:, t], state, memory)
         return t + 1, state, out.write(t, tf.gather(log_probs, tgt_out[:, t], batch_dims=1))
 
     _, _, out = tf.while_loop(

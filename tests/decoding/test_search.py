@@ -443,6 +443,38 @@ def test_two_stage_top_k_inside_beam_search(monkeypatch):
     assert_same(plain, blocked, exact=True)
 
 
+@pytest.mark.parametrize("sentences", [3, 16])
+def test_tied_projection_kernel_computed_once_per_loop_changes_no_bit(sentences):
+    """Search computes a tied projection's kernel once per loop (`Seq2SeqStepModel.stepper`):
+    the same tokens and scores, to the bit, as computing it at every step (fewer than 16 rows,
+    3 sentences greedy, and more, 16 greedy and 64 beam rows, take different products)."""
+    keras.utils.set_random_seed(3)
+    cfg = ModelConfig(
+        embedding_dim=32,
+        encoder=EncoderConfig(cell="lstm", units=16, bidirectional=True),
+        decoder=DecoderConfig(cell="lstm", units=32, attention="luong", input_feeding=False),
+        tied_softmax=True,
+    )
+    model = build_model(dataclasses.asdict(cfg), VOCAB, 600, seed=3)
+    rng = np.random.default_rng(5)
+    src = pad_batch([list(rng.integers(4, VOCAB, size=k)) for k in rng.integers(2, 9, sentences)])
+    max_len = (src_lengths(src) + 3).astype(np.int32)
+    results = []
+    for per_step in (False, True):
+        if per_step:  # the kernel is then E^T inside the projection, at every step
+            model.output_kernel = lambda: None
+        searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
+        results.append(
+            (
+                [[h] for h in searcher.greedy(src, max_len)],
+                searcher.beam(src, max_len, beam_size=BEAM, n_best=2, length_penalty=1.0),
+            )
+        )
+    del model.output_kernel
+    for once, every_step in zip(*results, strict=True):
+        assert_same(once, every_step, exact=True)
+
+
 # --------------------------------------------------------------------------- API
 
 

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from translator.layers.embedding import (  # noqa: E402
     TiedOutputProjection,
@@ -29,6 +30,25 @@ def test_tied_output_projection_is_x_times_embeddings_transposed_plus_bias(tmp_p
     assert [w.shape for w in proj.weights] == [(7,)]
     again = TiedOutputProjection.from_config(proj.get_config())
     assert again.vocab_size == 7
+
+
+@pytest.mark.parametrize("rows", [1, 5, 15, 16, 64, 320])
+def test_tied_projection_with_its_kernel_given_gives_the_same_bits(rows):
+    """`kernel=kernel_of(E)` (what a decoding loop computes once) gives exactly the logits of the
+    product with `E` in a compiled function (where TensorFlow runs `x E^T` as a product with a
+    transposed operand), at the vocabulary and size of the flagship model."""
+    rng = np.random.default_rng(rows)
+    emb = tf.Variable(rng.normal(size=(4000, 256)).astype("float32"))  # a constant gets folded
+    x = tf.constant(rng.normal(size=(rows, 256)).astype("float32"))
+    proj = TiedOutputProjection(4000)
+    proj.build((None, 256))
+    proj.bias.assign(rng.normal(size=4000).astype("float32"))
+    per_call = tf.function(lambda x: proj(x, emb))
+    given = tf.function(lambda x: proj(x, emb, kernel=TiedOutputProjection.kernel_of(emb, x.dtype)))
+    np.testing.assert_array_equal(np.asarray(given(x)), np.asarray(per_call(x)))
+    np.testing.assert_allclose(
+        np.asarray(given(x)), x.numpy() @ emb.numpy().T + proj.bias.numpy(), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_word_dropout_drops_whole_tokens_in_training_only():

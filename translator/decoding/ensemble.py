@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from translator.decoding.contract import Nest, as_step_model
+from translator.decoding.contract import Nest, StepFunction, as_step_model, stepper_of
 
 
 class EnsembleStepModel:
@@ -34,8 +34,15 @@ class EnsembleStepModel:
         return tuple(mem for mem, _ in started), tuple(state for _, state in started)
 
     def step(self, tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
-        stepped = [
-            m.step(tokens, s, mem) for m, s, mem in zip(self.members, state, memory, strict=True)
-        ]
-        log_probs = tf.add_n([lp for lp, _ in stepped]) / float(len(stepped))
-        return log_probs, tuple(s for _, s in stepped)
+        return self.stepper()(tokens, state, memory)
+
+    def stepper(self) -> StepFunction:
+        """`step` for one loop, from each member's own (see :func:`stepper_of`)."""
+        steps = [stepper_of(m) for m in self.members]
+
+        def step(tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
+            stepped = [f(tokens, s, mem) for f, s, mem in zip(steps, state, memory, strict=True)]
+            log_probs = tf.add_n([lp for lp, _ in stepped]) / float(len(stepped))
+            return log_probs, tuple(s for _, s in stepped)
+
+        return step

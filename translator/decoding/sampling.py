@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from translator.config import DecodeConfig
-from translator.decoding.contract import StepModel, as_step_model
+from translator.decoding.contract import StepModel, as_step_model, stepper_of
 from translator.decoding.search import (
     BATCH_SIGNATURE,
     Hypothesis,
@@ -148,11 +148,13 @@ def sampling_loop(
         fn_output_signature=tf.TensorSpec([None], tf.float32),
     )
 
+    step = stepper_of(model)
+
     def cond(s: StepLoopState):
         return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.finished)))
 
     def body(s: StepLoopState):
-        logp, new_state = model.step(s.tokens, s.state, memory)
+        logp, new_state = step(s.tokens, s.state, memory)
         vocab_ids = tf.range(tf.shape(logp)[1])[None, :]
         cand, cand_ids = apply_length_rules(
             logp, vocab_ids, logp[:, eos_id], s.t, max_lengths, min_length, eos_id

@@ -57,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 from translator.config import DecodeConfig
-from translator.decoding.contract import StepModel, as_step_model
+from translator.decoding.contract import StepModel, as_step_model, stepper_of
 
 BLOCKED = -1e9  # log-probability given to a forbidden EOS (min_length), as in greedy search
 TOPK_BLOCK = 64  # block size of the two-stage top-k over the vocabulary
@@ -263,12 +263,13 @@ def greedy_decode(
     refill_at = tf.maximum(rows // 8, 1) if refill_at is None else tf.constant(refill_at)
     limit = tf.reduce_max(max_lengths) + 1
     eos = tf.constant(eos_id, tf.int32)
+    step = stepper_of(model)
 
     def cond(s: _GreedyState):
         return tf.reduce_any(s.live)
 
     def body(s: _GreedyState):
-        logp, new_state = model.step(s.tokens, s.state, s.memory)
+        logp, new_state = step(s.tokens, s.state, s.memory)
         nxt, lp = greedy_choice(logp, s.t, tf.gather(max_lengths, s.idx), min_length, eos_id)
         slot_scores = s.slot_scores + tf.where(s.live, lp, 0.0)
         at = tf.stack([tf.where(s.live, s.idx, n), tf.where(s.live, s.t, 0)], 1)
@@ -378,13 +379,14 @@ def beam_loop(
     reward_len = tf.cast(max_lengths + 1, tf.float32)  # [B]
     row_offset = tf.range(batch)[:, None] * k  # [B, 1]
     positions = tf.range(limit)[None, None, :]
+    step = stepper_of(model)
 
     def cond(s: _BeamState):
         return tf.logical_and(s.t < limit, tf.logical_not(tf.reduce_all(s.done)))
 
     def body(s: _BeamState):
         t = s.t
-        logp, new_state = model.step(s.tokens, s.state, memory)  # [B*K, V]
+        logp, new_state = step(s.tokens, s.state, memory)  # [B*K, V]
         vocab = logp.shape[-1]
         # The sentence-wide top K candidates and the top K non-EOS candidates both lie within
         # each beam's top K + 1 tokens (at most one of them is EOS).

@@ -133,26 +133,43 @@ class Seq2Seq(keras.Model):
         outputs, final_states = self.encoder(x, mask, training=training)
         return self.decoder.start(outputs, mask, self.bridge(final_states))
 
-    def _logits(self, y, training: bool):
-        """Logits [..., V] of decoder outputs y [..., units]."""
+    def output_kernel(self):
+        """With `tied_softmax`, the output projection's kernel [D, V] (the target embeddings
+        transposed, in the compute dtype) for a decoding loop to compute once and pass to
+        :meth:`decode_step`; None otherwise (a `Dense` kernel is already [D, V])."""
+        if not self.config.tied_softmax:
+            return None
+        return TiedOutputProjection.kernel_of(self.tgt_embedding.embeddings, self.compute_dtype)
+
+    def _logits(self, y, training: bool, output_kernel=None):
+        """Logits [..., V] of decoder outputs y [..., units] (`output_kernel`: see
+        :meth:`output_kernel`)."""
         y = self.output_dropout(y, training=training)
         if self.config.tied_softmax:
-            return self.output_projection(y, self.tgt_embedding.embeddings)
+            return self.output_projection(y, self.tgt_embedding.embeddings, kernel=output_kernel)
         return self.output_projection(y)
 
-    def decode_step(self, tokens, states: list, encoder: EncoderOutput, training: bool = False):
+    def decode_step(
+        self,
+        tokens,
+        states: list,
+        encoder: EncoderOutput,
+        training: bool = False,
+        output_kernel=None,
+    ):
         """One decoder step.
 
         Args:
             tokens: [B] int, the previous target token.
             states: flat list of decoder states, each [B, units].
             encoder: the `EncoderOutput` of the batch.
+            output_kernel: None, or :meth:`output_kernel` computed once outside the loop.
 
         Returns:
             `(logits [B, V], new_states)`.
         """
         y, new_states, _ = self.decoder.step(self.tgt_embedding(tokens), states, encoder, training)
-        return self._logits(y, training), new_states
+        return self._logits(y, training, output_kernel), new_states
 
     def decode_step_with_attention(
         self, tokens, states: list, encoder: EncoderOutput, training: bool = False
