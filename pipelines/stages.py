@@ -597,12 +597,20 @@ def tokenize(ctx: Context) -> dict:
     summary["train_shards"] = len(records["shards"])
     if t.joint_vocab:
         summary["joint_vocab"] = True
+
     ctx.log(
-        f"[tokenize] {t.type}{' (joint vocabulary)' if t.joint_vocab else ''}: source vocabulary {summary['src_vocab_size']} "
-        f"({summary['src_mean_tokens']} tokens/sentence), target vocabulary {summary['tgt_vocab_size']} "
-        f"({summary['tgt_mean_tokens']} tokens/sentence); {records['pairs']} training pairs in "
-        f"{len(records['shards'])} record shards"
+        f"[tokenize] {t.type}{' (joint vocabulary)' if t.joint_vocab else ''}: source vocabulary "
+        f"{summary['src_vocab_size']} ({summary['src_mean_tokens']} tokens/sentence), target "
+        f"vocabulary {summary['tgt_vocab_size']} ({summary['tgt_mean_tokens']} tokens/sentence); "
+        f"{records['pairs']} training pairs in {len(records['shards'])} record shards"
     )
+    for side, name in (("src", "source"), ("tgt", "target")):
+        size, asked = summary[f"{side}_vocab_size"], getattr(t, f"{side}_vocab_size")
+        if size < asked:
+            ctx.log(
+                f"[tokenize] note: the {name} vocabulary has {size} entries, fewer than "
+                f"tokenizer.{side}_vocab_size ({asked}): that is all the training text gives"
+            )
     return summary
 
 

@@ -117,6 +117,22 @@ def test_tsv_corpus_with_malformed_lines(tmp_path):
     assert Path(tmp_path / "run" / "data" / "valid.tsv").is_file()
 
 
+def test_a_vocabulary_smaller_than_asked_for_is_said(tmp_path, capsys):
+    """SentencePiece stops where the training text runs out of pieces (`hard_vocab_limit` off):
+    the tokenize stage says so instead of leaving the smaller size to be noticed."""
+    cfg = load_config(TINY, overrides=["tokenizer.src_vocab_size=100000"])
+    ctx = Context(cfg, tmp_path / "run")
+    run_stage(ctx, "prepare")
+    summary = run_stage(ctx, "tokenize")
+    out = capsys.readouterr().out
+    assert summary["src_vocab_size"] < 100000 and summary["tgt_vocab_size"] == 300
+    assert (
+        f"[tokenize] note: the source vocabulary has {summary['src_vocab_size']} entries, fewer "
+        "than tokenizer.src_vocab_size (100000): that is all the training text gives"
+    ) in out
+    assert "the target vocabulary has" not in out
+
+
 def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
