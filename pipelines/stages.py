@@ -452,7 +452,14 @@ def prepare(ctx: Context) -> dict:
             train_report,
         )
         n = sum(1 for _ in cleaned)
-        valid_at, test_at = heldout_indices(n, d.valid_fraction, d.test_fraction, d.split_seed)
+        try:
+            valid_at, test_at = heldout_indices(n, d.valid_fraction, d.test_fraction, d.split_seed)
+        except CorpusError:
+            raise CorpusError(
+                f"{_train_source(d)}: {_cleaning_counts(train_report, report, d)}: too few "
+                "pairs to cut valid and test from and train on the rest (give more pairs, or "
+                "data.valid and data.test)"
+            ) from None
         heldout: dict[int, Pair | None] = dict.fromkeys([*valid_at, *test_at])
         again = iter_clean(
             _progress(read_split(d, "train"), "[prepare] writing (pass 2 of 2)", "pairs", n),
@@ -472,7 +479,12 @@ def prepare(ctx: Context) -> dict:
             _progress(raw_train, "[prepare] cleaning", "pairs"), d.max_words, train_report
         )
         n_train = write_tsv(
-            _nonempty(itertools.islice(cleaned, d.max_train_pairs), "train"), train_path
+            _nonempty(
+                itertools.islice(cleaned, d.max_train_pairs),
+                "train",
+                lambda: f"{_train_source(d)}: {_cleaning_counts(train_report, report, d)}",
+            ),
+            train_path,
         )
     summary: dict = {
         "malformed_skipped": report.malformed,
@@ -511,6 +523,21 @@ def prepare(ctx: Context) -> dict:
     return summary
 
 
+def _train_source(d) -> str:
+    """What the training pairs are read from, for a message: the file(s) or the corpus."""
+    return d.train if d.corpus in ("tsv", "text") and d.train else f"data.corpus {d.corpus}"
+
+
+def _cleaning_counts(cleaned: CleanReport, read: ReadReport, d) -> str:
+    """What cleaning kept of the training lines and why it dropped the rest, for a message."""
+    total = cleaned.kept + cleaned.empty + cleaned.too_long
+    return (
+        f"{cleaned.kept} of {total} pair{'s' if total != 1 else ''} kept ({cleaned.empty} with "
+        f"an empty side, {cleaned.too_long} longer than data.max_words: {d.max_words}; "
+        f"{read.malformed} malformed and {read.blank} blank lines skipped)"
+    )
+
+
 def _cut(
     pairs: Iterable[Pair], heldout: dict[int, Pair | None], limit: int | None
 ) -> Iterator[Pair]:
@@ -529,14 +556,20 @@ def _cut(
             return
 
 
-def _nonempty(pairs: Iterable[Pair], split: str) -> Iterator[Pair]:
-    """`pairs`, failing at their end if there were none (before the split's file is replaced)."""
+def _nonempty(
+    pairs: Iterable[Pair], split: str, why: Callable[[], str] | None = None
+) -> Iterator[Pair]:
+    """`pairs`, failing at their end if there were none (before the split's file is replaced);
+    `why()` (read then) says what was read and dropped."""
     empty = True
     for p in pairs:
         empty = False
         yield p
     if empty:
-        raise CorpusError(f"the {split} split is empty after cleaning; check data.* settings")
+        detail = f": {why()}" if why is not None else ""
+        raise CorpusError(
+            f"the {split} split is empty after cleaning{detail}; check data.* settings"
+        )
 
 
 def load_split(run_dir: Path, split: str) -> list[Pair]:

@@ -117,6 +117,26 @@ def test_tsv_corpus_with_malformed_lines(tmp_path):
     assert Path(tmp_path / "run" / "data" / "valid.tsv").is_file()
 
 
+def test_too_few_training_pairs_name_the_file_and_what_cleaning_dropped(tmp_path):
+    from translator.data.corpus import CorpusError
+
+    f = tmp_path / "pairs.tsv"
+    f.write_text("Hallo\tHello\n\n\nJa\tYes\n\n", encoding="utf-8")
+    cfg = load_config(TINY, overrides=["data.corpus=tsv", f"data.train={f}"])
+    with pytest.raises(CorpusError) as e:
+        run_stage(Context(cfg, tmp_path / "run", verbose=0), "prepare")
+    assert str(e.value).startswith(f"{f}: 2 of 2 pairs kept (0 with an empty side, 0 longer ")
+    assert "3 blank lines skipped" in str(e.value) and "data.valid and data.test" in str(e.value)
+    # Every pair filtered out: the train split is empty, and the message says why.
+    cfg = load_config(TINY, overrides=["data.max_words=1", "data.max_train_pairs=5"])
+    with pytest.raises(
+        CorpusError, match=r"the train split is empty after cleaning: data.corpus "
+    ) as e:
+        run_stage(Context(cfg, tmp_path / "run2", verbose=0), "prepare")
+    assert "longer than data.max_words: 1" in str(e.value)
+    assert not (tmp_path / "run2" / "data" / "train.tsv").exists()
+
+
 def test_a_vocabulary_smaller_than_asked_for_is_said(tmp_path, capsys):
     """SentencePiece stops where the training text runs out of pieces (`hard_vocab_limit` off):
     the tokenize stage says so instead of leaving the smaller size to be noticed."""

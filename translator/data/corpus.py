@@ -351,7 +351,10 @@ def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> tuple[in
     n_valid = max(1, int(round(n * valid_fraction)))
     n_test = max(1, int(round(n * test_fraction)))
     if n_valid + n_test >= n:
-        raise CorpusError(f"only {n} pairs: too few to split into train, valid and test")
+        raise CorpusError(
+            f"only {n} pair{'s' if n != 1 else ''} after cleaning: too few to split into train, "
+            "valid and test (give more pairs, or data.valid and data.test)"
+        )
     return n_valid, n_test
 
 
