@@ -508,7 +508,12 @@ def prepare(ctx: Context) -> dict:
         if limits[split] is not None:
             splits[split] = splits[split][: limits[split]]
         if not splits[split]:
-            raise CorpusError(f"the {split} split is empty after cleaning; check data.* settings")
+            dropped = summary[f"{split}_dropped"]["empty"]
+            source = getattr(d, split, None) or f"data.corpus {d.corpus}"
+            raise CorpusError(
+                f"{source}: the {split} split is empty after cleaning ({len(raw[split])} pairs "
+                f"read, {dropped} with an empty side); give data.{split} a file of pairs"
+            )
         write_tsv(splits[split], ctx.run.split(split))
         summary[f"{split}_pairs"] = len(splits[split])
     d_train = summary["train_dropped"]

@@ -135,6 +135,18 @@ def test_too_few_training_pairs_name_the_file_and_what_cleaning_dropped(tmp_path
         run_stage(Context(cfg, tmp_path / "run2", verbose=0), "prepare")
     assert "longer than data.max_words: 1" in str(e.value)
     assert not (tmp_path / "run2" / "data" / "train.tsv").exists()
+    # A given valid or test file without a usable pair is named.
+    blanks = tmp_path / "test.tsv"
+    blanks.write_text("a\t \n \tb\n", encoding="utf-8")
+    sets = ["data.corpus=tsv", f"data.train={f}", f"data.valid={f}", f"data.test={blanks}"]
+    with pytest.raises(CorpusError) as e:
+        run_stage(
+            Context(load_config(TINY, overrides=sets), tmp_path / "run3", verbose=0), "prepare"
+        )
+    assert str(e.value) == (
+        f"{blanks}: the test split is empty after cleaning (2 pairs read, 2 with an empty side); "
+        "give data.test a file of pairs"
+    )
 
 
 def test_a_vocabulary_smaller_than_asked_for_is_said(tmp_path, capsys):
