@@ -456,7 +456,7 @@ def prepare(ctx: Context) -> dict:
             valid_at, test_at = heldout_indices(n, d.valid_fraction, d.test_fraction, d.split_seed)
         except CorpusError:
             raise CorpusError(
-                f"{_train_source(d)}: {_cleaning_counts(train_report, report, d)}: too few "
+                f"{_split_source(d, 'train')}: {_cleaning_counts(train_report, report, d)}: too few "
                 "pairs to cut valid and test from and train on the rest (give more pairs, or "
                 "data.valid and data.test)"
             ) from None
@@ -482,7 +482,7 @@ def prepare(ctx: Context) -> dict:
             _nonempty(
                 itertools.islice(cleaned, d.max_train_pairs),
                 "train",
-                lambda: f"{_train_source(d)}: {_cleaning_counts(train_report, report, d)}",
+                lambda: f"{_split_source(d, 'train')}: {_cleaning_counts(train_report, report, d)}",
             ),
             train_path,
         )
@@ -509,10 +509,10 @@ def prepare(ctx: Context) -> dict:
             splits[split] = splits[split][: limits[split]]
         if not splits[split]:
             dropped = summary[f"{split}_dropped"]["empty"]
-            source = getattr(d, split, None) or f"data.corpus {d.corpus}"
             raise CorpusError(
-                f"{source}: the {split} split is empty after cleaning ({len(raw[split])} pairs "
-                f"read, {dropped} with an empty side); give data.{split} a file of pairs"
+                f"{_split_source(d, split)}: the {split} split is empty after cleaning "
+                f"({len(raw[split])} pairs read, {dropped} with an empty side); give "
+                f"data.{split} a file of pairs"
             )
         write_tsv(splits[split], ctx.run.split(split))
         summary[f"{split}_pairs"] = len(splits[split])
@@ -528,9 +528,10 @@ def prepare(ctx: Context) -> dict:
     return summary
 
 
-def _train_source(d) -> str:
-    """What the training pairs are read from, for a message: the file(s) or the corpus."""
-    return d.train if d.corpus in ("tsv", "text") and d.train else f"data.corpus {d.corpus}"
+def _split_source(d, split: str) -> str:
+    """What a split's pairs are read from, for a message: its file(s) or the corpus."""
+    spec = getattr(d, split)
+    return spec if d.corpus in ("tsv", "text") and spec else f"data.corpus {d.corpus}"
 
 
 def _cleaning_counts(cleaned: CleanReport, read: ReadReport, d) -> str:
@@ -635,7 +636,6 @@ def tokenize(ctx: Context) -> dict:
     summary["train_shards"] = len(records["shards"])
     if t.joint_vocab:
         summary["joint_vocab"] = True
-
     ctx.log(
         f"[tokenize] {t.type}{' (joint vocabulary)' if t.joint_vocab else ''}: source vocabulary "
         f"{summary['src_vocab_size']} ({summary['src_mean_tokens']} tokens/sentence), target "
