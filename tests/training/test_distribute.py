@@ -231,6 +231,8 @@ def test_multi_worker_training_resumes_after_a_worker_is_killed(tokenized, tmp_p
             p.communicate()
     done = json.loads(state.read_text())["epoch"]
     assert 1 <= done < epochs
+    # The killed worker's scratch copy stays in the run directory (not in the system's temp).
+    assert (run / "workers" / "worker-1" / "checkpoints").is_dir()
 
     procs = [_train(run, *sets, env=e) for e in envs]
     outs = []
@@ -242,6 +244,7 @@ def test_multi_worker_training_resumes_after_a_worker_is_killed(tokenized, tmp_p
     assert "resuming from" in outs[1] and "worker 1: writing to" in outs[1]
     assert json.loads(state.read_text())["epoch"] == epochs
     assert not list((run / "checkpoints").glob("*worker*"))
+    assert not (run / "workers").exists()  # the restarted worker cleared and removed it
 
 
 def test_bench_distribute_checks_its_config_before_training(capsys):

@@ -7,11 +7,11 @@ Where it writes (see :class:`~translator.rundir.RunDir`): `checkpoints/last.kera
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 
 import keras
@@ -147,9 +147,10 @@ def train(
     tc = cfg.train
     role = worker_role(tc.distribute)
     strategy = make_strategy(tc)
-    # The chief writes the run directory; other workers write to a scratch copy of its layout and
-    # read the chief's checkpoints when they resume.
-    out = run if role.is_chief else RunDir(tempfile.mkdtemp(prefix="translator-worker-"))
+    # The chief writes the run directory; other workers write to a scratch copy of its layout
+    # (`workers/worker-N/` in the run directory: a worker killed before its `finally` leaves
+    # it there, and the restarted worker clears it) and read the chief's checkpoints to resume.
+    out = run if role.is_chief else worker_scratch(run, role.task_id)
     if not role.is_chief:
         print(f"[train] worker {role.task_id}: writing to {out.path}, reading {run.path}")
     keras.mixed_precision.set_dtype_policy(policy_name(tc.mixed_precision))
@@ -160,6 +161,17 @@ def train(
         keras.mixed_precision.set_dtype_policy("float32")
         if out is not run:
             shutil.rmtree(out.path, ignore_errors=True)
+            with contextlib.suppress(OSError):  # other workers' may still be there
+                out.path.parent.rmdir()
+
+
+def worker_scratch(run: RunDir, task_id: int) -> RunDir:
+    """A new, empty `workers/worker-<task_id>/` in `run` for a non-chief worker to write to (what
+    an earlier, killed, process of the same worker left there is removed)."""
+    path = run.path / "workers" / f"worker-{task_id}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return RunDir(path)
 
 
 def _train(
