@@ -28,13 +28,23 @@ def _test_sources(run, n=None):
     return [line.split("\t")[0] for line in lines][:n]
 
 
-def test_beam_nbest_export_equals_python_api_standalone(tiny_attention_run, tiny_attention_export):
+def test_beam_nbest_export_equals_python_api_standalone(
+    tiny_attention_run, tiny_attention_export, tmp_path, monkeypatch
+):
     """Beam 4, 3-best, length penalty, word reward, batches of 7 (so several padded batches in
-    the graph)."""
+    the graph); the check leaves nothing in the temporary directory."""
+    import tempfile
+
     from translator.export import check_export
 
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     report = check_export(tiny_attention_export, _test_sources(tiny_attention_run) + EDGE_CASES)
     assert report.passed, report.mismatches
+    # (TensorFlow's autograph leaves its generated sources there: not ours to remove.)
+    assert not [p for p in temp.iterdir() if not p.name.startswith("__autograph_generated")]
 
 
 def test_export_layout_and_info(tiny_attention_run, tiny_attention_export):
@@ -152,12 +162,14 @@ def test_export_inside_the_run_directory_is_refused(tiny_attention_run):
         export_run(tiny_attention_run, tiny_attention_run / "export")
 
 
-def test_standalone_script_blocks_the_project():
+def test_standalone_script_blocks_the_project(tmp_path):
     """The stand-alone check really cannot import this package."""
     from translator.export import _STANDALONE
 
     probe = _STANDALONE.split("import tensorflow as tf")[0] + "import translator\n"
-    r = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
     assert r.returncode != 0
     assert "translator is not importable" in r.stderr
 

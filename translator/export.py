@@ -372,12 +372,13 @@ def read_export_info(path: str | Path) -> dict:
         raise ArtifactError(f"{info} is not readable JSON ({e}); export again") from None
 
 
-# Run with `python -I -c`: loads an export with TensorFlow and tensorflow-text alone. The
-# project's package is made unimportable (a stand-in that raises, ahead of everything on the
-# path, and no editable-install finder), so the check fails if the export needed it.
+# Run with `python -I -c` in a temporary directory (its working directory, removed after):
+# loads an export with TensorFlow and tensorflow-text alone. The project's package is made
+# unimportable (a stand-in that raises, ahead of everything on the path, and no editable-install
+# finder), so the check fails if the export needed it.
 _STANDALONE = r"""
-import json, os, sys, tempfile
-blocked = tempfile.mkdtemp()
+import json, os, sys
+blocked = os.path.abspath("blocked")
 os.makedirs(os.path.join(blocked, "translator"))
 with open(os.path.join(blocked, "translator", "__init__.py"), "w") as f:
     f.write("raise ImportError('translator is not importable in the stand-alone check')\n")
