@@ -516,6 +516,7 @@ def prepare(ctx: Context) -> dict:
             )
         write_tsv(splits[split], ctx.run.split(split))
         summary[f"{split}_pairs"] = len(splits[split])
+    summary.update(_overlap_with_train(train_path, splits))
     d_train = summary["train_dropped"]
     ctx.log(
         f"[prepare] train {summary['train_pairs']} pairs (dropped {d_train['empty']} empty, "
@@ -524,8 +525,36 @@ def prepare(ctx: Context) -> dict:
         f"test {summary['test_pairs']} (dropped {summary['test_dropped']['empty']} empty); "
         f"details in {ctx.run.data_stats}"
     )
+    for split in ("valid", "test"):
+        same, sources = summary[f"{split}_in_train"], summary[f"{split}_sources_in_train"]
+        if sources:
+            ctx.log(
+                f"[prepare] note: {sources} of the {summary[f'{split}_pairs']} {split} pairs "
+                f"have a source sentence that is also in train ({same} the whole pair; "
+                f"{_split_source(d, split)}): {split} scores will read higher than on unseen text"
+            )
     atomic_write_json(ctx.run.data_stats, summary)
     return summary
+
+
+def _overlap_with_train(train_path: Path, splits: dict[str, list[Pair]]) -> dict[str, int]:
+    """How many pairs of each evaluation split occur in the written train split, whole
+    (`<split>_in_train`) and by their source sentence (`<split>_sources_in_train`): one pass over
+    train.tsv, holding only the evaluation splits."""
+    seen_pairs: set[Pair] = set()
+    seen_sources: set[str] = set()
+    pairs = {p for kept in splits.values() for p in kept}
+    sources = {p.src for p in pairs}
+    for pair in iter_tsv(train_path):
+        if pair.src in sources:
+            seen_sources.add(pair.src)
+            if pair in pairs:
+                seen_pairs.add(pair)
+    counts = {}
+    for split, kept in splits.items():
+        counts[f"{split}_in_train"] = sum(p in seen_pairs for p in kept)
+        counts[f"{split}_sources_in_train"] = sum(p.src in seen_sources for p in kept)
+    return counts
 
 
 def _split_source(d, split: str) -> str:

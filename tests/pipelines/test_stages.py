@@ -149,6 +149,36 @@ def test_too_few_training_pairs_name_the_file_and_what_cleaning_dropped(tmp_path
     )
 
 
+def test_evaluation_pairs_that_also_occur_in_train_are_counted_and_said(tmp_path, capsys):
+    from translator.data.corpus import bundled_path, read_tsv
+
+    pairs = read_tsv(bundled_path("train"))[:300]
+    train, valid, test = tmp_path / "train.tsv", tmp_path / "valid.tsv", tmp_path / "test.tsv"
+    train.write_text("".join(f"{p.src}\t{p.tgt}\n" for p in pairs), encoding="utf-8")
+    # valid: a training pair, a training source with another target, and a new pair
+    valid.write_text(
+        f"{pairs[5].src}\t{pairs[5].tgt}\n{pairs[9].src}\tsomething else\nNeu hier\tNew here\n",
+        encoding="utf-8",
+    )
+    test.write_text("Ganz neu\tAll new\n", encoding="utf-8")
+    sets = ["data.corpus=tsv", f"data.train={train}", f"data.valid={valid}", f"data.test={test}"]
+    summary = run_stage(Context(load_config(TINY, overrides=sets), tmp_path / "run"), "prepare")
+    out = capsys.readouterr().out
+    assert (summary["valid_in_train"], summary["valid_sources_in_train"]) == (1, 2)
+    assert (summary["test_in_train"], summary["test_sources_in_train"]) == (0, 0)
+    assert (
+        "[prepare] note: 2 of the 3 valid pairs have a source sentence that is also in train "
+        f"(1 the whole pair; {valid}): valid scores will read higher than on unseen text"
+    ) in out
+    assert "test pairs have" not in out
+    # The training file given as the validation file: every pair.
+    sets[2] = f"data.valid={train}"
+    summary = run_stage(Context(load_config(TINY, overrides=sets), tmp_path / "run2"), "prepare")
+    n = summary["valid_pairs"]
+    assert summary["valid_in_train"] == summary["valid_sources_in_train"] == n > 0
+    assert f"note: {n} of the {n} valid pairs" in capsys.readouterr().out
+
+
 def test_a_vocabulary_smaller_than_asked_for_is_said(tmp_path, capsys):
     """SentencePiece stops where the training text runs out of pieces (`hard_vocab_limit` off):
     the tokenize stage says so instead of leaving the smaller size to be noticed."""
