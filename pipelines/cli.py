@@ -135,6 +135,9 @@ def cmd_translate(args) -> int:
         raise ValueError("--plot-attention takes exactly one SENTENCE on the command line")
     if args.plot_attention:
         check_output_path(args.plot_attention, "--plot-attention")
+        from translator.plots import figure_format
+
+        figure_format(args.plot_attention, "--plot-attention")
     if args.resume and not args.output:
         raise ValueError("--resume continues an --output file; give --output")
     if args.output:

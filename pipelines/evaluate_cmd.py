@@ -147,14 +147,20 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with logs/metrics.csv"
     )
-    p.add_argument("--output", required=True, metavar="FILE.png", help="where the PNG goes")
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="FILE.png",
+        help="the image to write; its suffix gives the format (.png, .pdf, .svg, ...)",
+    )
 
 
 def run_plot(args) -> int:
-    from translator.plots import plot_runs
+    from translator.plots import figure_format, plot_runs
 
     out = check_output_path(args.output, "--output")
     check_not_an_input(out, [RunDir(r).metrics_log for r in args.run_dirs])
+    figure_format(out, "--output")
     path = plot_runs(args.run_dirs, args.output)
     print(f"wrote {path}")
     return 0

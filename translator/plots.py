@@ -28,11 +28,34 @@ def _pyplot():
     return plt
 
 
-def _save_png(plt, fig, path: str | Path) -> None:
-    """Lay out a pyplot figure, write it as PNG (atomically) and close it."""
+def figure_format(path: str | Path, what: str = "the output") -> str:
+    """The image format a figure written to `path` gets: its suffix (`.png`, `.pdf`, `.svg`,
+    ...; PNG without one).
+
+    Raises:
+        ValueError: naming `what` (e.g. the option) and the formats there are, for a suffix that
+            matplotlib cannot write (checked before the work that makes the figure).
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if not suffix:
+        return "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(
+            f"{what} {path}: cannot write a figure as .{suffix}; use one of "
+            + ", ".join(f".{f}" for f in sorted(formats))
+        )
+    return suffix
+
+
+def _save(plt, fig, path: str | Path) -> None:
+    """Lay out a pyplot figure, write it (atomically) in the format of the path's suffix, and
+    close it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format=figure_format(path), dpi=100)
     plt.close(fig)
 
 
@@ -83,7 +106,7 @@ def plot_attention(alignment, path: str | Path, title: str | None = None) -> Pat
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
+        fig.savefig(tmp, format=figure_format(path), dpi=120)
     return path
 
 
@@ -93,7 +116,8 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
     Args:
         histories: run name -> its `logs/metrics.csv` rows (`epoch`, `loss`, and `val_loss`,
             `val_bleu` when logged); the name "" (one run) gets no prefix in the legend.
-        path: the PNG to write (atomically).
+        path: the image to write (atomically; its format follows the suffix, see
+            :func:`figure_format`).
     """
     plt = _pyplot()
     fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
@@ -113,7 +137,7 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
     ax_bleu.set_xlabel("epoch")
     ax_bleu.set_ylabel("validation BLEU")
     ax_bleu.legend()
-    _save_png(plt, fig, path)
+    _save(plt, fig, path)
 
 
 def read_metrics_log(run_dir: str | Path | RunDir) -> list[dict]:
@@ -139,7 +163,8 @@ def read_metrics_log(run_dir: str | Path | RunDir) -> list[dict]:
 def plot_runs(run_dirs: Iterable[str | Path | RunDir], path: str | Path) -> Path:
     """Learning curves (loss and validation BLEU by epoch) of several runs on one chart.
 
-    Runs are named by their directory name (made unique); returns the PNG path written.
+    Runs are named by their directory name (made unique); returns the path written (its format
+    follows the suffix: PNG, PDF, SVG, ...).
     """
     histories: dict[str, list[dict]] = {}
     for run_dir in run_dirs:
@@ -181,4 +206,4 @@ def plot_bleu_by_length(
     if title:
         ax.set_title(title)
     ax.legend()
-    _save_png(plt, fig, path)
+    _save(plt, fig, path)

@@ -31,3 +31,18 @@ def test_plot_command_does_not_load_tensorflow(runs, tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert out.read_bytes()[:8] == PNG
+
+
+def test_the_suffix_gives_the_format_and_an_unknown_one_is_refused(runs, tmp_path, capsys):
+    for name, magic in (("curves.svg", b"<?xml"), ("curves.pdf", b"%PDF"), ("curves", PNG)):
+        assert main(["plot", str(runs[0]), "--output", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+    capsys.readouterr()
+    assert main(["plot", str(runs[0]), "--output", str(tmp_path / "curves.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"translator: error: --output {tmp_path / 'curves.txt'}: cannot write a figure as .txt; "
+        "use one of "
+    )
+    assert ".pdf" in err and ".svg" in err and "\n" not in err
+    assert not (tmp_path / "curves.txt").exists()

@@ -177,6 +177,11 @@ def test_unwritable_output_paths_are_one_line_errors_before_the_work(tiny_run, t
         run_main("translate", tiny_run, "Das Haus.", "--plot-attention", tmp_path),
         "--plot-attention",
     )
+    _clean_error(
+        run_main("translate", tiny_run, "Das Haus.", "--plot-attention", tmp_path / "a.txt"),
+        "--plot-attention",
+        "cannot write a figure as .txt",
+    )
     for args in (
         ("--json", tmp_path),
         ("--json", blocker / "x.json"),
