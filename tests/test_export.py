@@ -205,6 +205,29 @@ def test_a_sampling_config_is_not_exported_silently_as_greedy(tiny_attention_run
     assert ExportSettings.from_decode(DecodeConfig(sampling_topk=5), beam_size=4).beam_size == 4
 
 
+def test_greedy_export_refills_its_rows_in_windows_as_the_python_api(tiny_attention_run, tmp_path):
+    """Greedy search in batches of 4: the export cuts the same windows of length-sorted sentences
+    (several, some with more than one batch, the long inputs alone) and refills its rows as
+    `Translator` does: the same strings and scores."""
+    from translator.data.batching import length_sorted_windows
+    from translator.data.corpus import normalize
+    from translator.export import check_export, export_run
+    from translator.translate import WINDOW_BATCHES, WINDOW_PADDING, WINDOW_TOKENS, Translator
+
+    sentences = _test_sources(tiny_attention_run) + EDGE_CASES
+    encoded = Translator.load(tiny_attention_run).src_tokenizer.encode_batch(
+        [normalize(s) for s in sentences]
+    )
+    lengths = [len(ids) for ids in encoded if ids]
+    windows = length_sorted_windows(lengths, 4, WINDOW_BATCHES * 4, WINDOW_PADDING, WINDOW_TOKENS)
+    assert len(windows) >= 3 and max(len(w) for w in windows) > 8 and len(windows[0]) < 8
+
+    out = export_run(tiny_attention_run, tmp_path / "greedy4", beam_size=1, batch_size=4)
+    report = check_export(out, sentences)
+    assert report.passed, report.mismatches
+    assert report.max_score_difference == 0.0
+
+
 def test_a_model_without_attention_exports_without_align(tiny_run, tmp_path):
     from translator.export import check_export, export_run, read_export_info
 

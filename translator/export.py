@@ -16,9 +16,12 @@ same arithmetic, so that the outputs are equal string for string:
    the source tokenizer was trained lowercased);
 2. SentencePiece-encode it (the run's `.model` files travel as SavedModel assets);
 3. sort the non-empty sentences by length (longest first, ties in input order), cut them into
-   batches of `batch_size`, pad each batch to its longest sentence;
+   batches of `batch_size`, pad each batch to its longest sentence; greedy search with batches
+   of more than one sentence takes windows of sentences instead (up to `WINDOW_BATCHES`
+   batches, cut as `batching.length_sorted_windows`), encoded a batch at a time;
 4. greedy or beam search with the decode settings fixed at export (the same compiled loops as
-   :mod:`translator.decoding.search`), with `max_lengths = ceil(ratio * src_len) + extra`
+   :mod:`translator.decoding.search`; greedy steps `batch_size` rows of a window and refills a
+   row as soon as its sentence ends), with `max_lengths = ceil(ratio * src_len) + extra`
    computed in float64 as Python does;
 5. detokenise, dropping the special ids. An empty input gives an empty translation, score 0.
 
@@ -107,7 +110,8 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
 
     from translator.data.tokenizers import BOS_ID, EOS_ID
     from translator.decoding.contract import as_step_model
-    from translator.decoding.search import beam_loop, greedy_loop
+    from translator.decoding.search import beam_loop, greedy_decode, greedy_loop
+    from translator.translate import WINDOW_BATCHES, WINDOW_PADDING, WINDOW_TOKENS
 
     def tokenizer(path: Path, name: str):
         # The op takes the model as an attribute, so the graph carries it; the `.model` file
@@ -128,25 +132,123 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
         text = tf.strings.regex_replace(text, "^ | $", "")
         return tf.strings.lower(text, encoding="utf-8") if lowercase else text
 
+    min_len = tf.constant(s.min_output_length, tf.int32)
+    # Greedy search with batches of more than one sentence decodes windows of sentences in
+    # `batch_size` rows that are refilled, as `Translator.translate_hypotheses` does.
+    windowed = k == 1 and s.batch_size > 1
+
+    def max_lengths(src_len):
+        """[N] source lengths -> [N] int32 `ceil(ratio * src_len) + extra`, in float64 as Python."""
+        ratio = tf.constant(s.max_output_ratio, tf.float64)
+        max_len = tf.cast(tf.math.ceil(ratio * tf.cast(src_len, tf.float64)), tf.int32)
+        return max_len + s.max_output_extra
+
+    def greedy_result(tokens, scores):
+        """Greedy tokens [N, L] (EOS after the end) and scores [N] -> `decode_batch`'s outputs."""
+        keep = tf.equal(tf.cumsum(tf.cast(tf.equal(tokens, EOS_ID), tf.int32), axis=1), 0)
+        lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+        tokens = tf.where(keep, tokens, 0)
+        # As `search._normalized`: float64, (score + word_reward * |Y|) / ((5 + |Y|) / 6) **
+        # alpha, |Y| with EOS.
+        n = tf.cast(lengths + 1, tf.float64)
+        lp = ((5.0 + n) / 6.0) ** s.length_penalty
+        norm = tf.cast((tf.cast(scores, tf.float64) + s.word_reward * n) / lp, tf.float32)
+        return tokens[:, None, :], lengths[:, None], scores[:, None], norm[:, None]
+
+    def window_size(sorted_len, start):
+        """How many of the length-sorted sentences from `start` on make the next window: as
+        `batching.length_sorted_windows` with the limits of `translate.py` (at least
+        `batch_size`, at most `WINDOW_BATCHES` batches, and no more once padding them to the
+        longest would add more than `WINDOW_PADDING` of their tokens or pass `WINDOW_TOKENS`
+        positions)."""
+        seg = sorted_len[start : start + WINDOW_BATCHES * s.batch_size]
+        members = tf.range(1, tf.size(seg) + 1)
+        padded = tf.cast(members * seg[0], tf.float64)
+        grown = tf.cumsum(tf.cast(seg, tf.float64))
+        ok = tf.logical_or(
+            members <= s.batch_size,
+            tf.logical_and(padded <= (1 + WINDOW_PADDING) * grown, padded <= WINDOW_TOKENS),
+        )
+        return tf.reduce_sum(tf.math.cumprod(tf.cast(ok, tf.int32)))
+
+    def decode_window(rows):
+        """Greedy search of a window, ragged source ids [N, (S)] sorted longest first: encoded
+        in chunks of `batch_size` rows, each padded to its own longest, the memories padded
+        with zeros to the window's longest and joined, then `batch_size` rows stepped and
+        refilled (as `Searcher.greedy` with `slots`)."""
+        n = rows.nrows(out_type=tf.int32)
+        chunks = (n + s.batch_size - 1) // s.batch_size
+
+        def start(c):
+            memory, state = step_model.start(
+                rows[c * s.batch_size : (c + 1) * s.batch_size].to_tensor(0)
+            )
+            return tf.nest.flatten(memory), tf.nest.flatten(state), memory, state
+
+        first_memory, first_state, memory, state = start(0)
+        # The window's longest source: the first chunk's (as `Searcher._start_in_chunks`).
+        width = tf.reduce_max([tf.shape(x)[1] for x in first_memory if x.shape.rank > 1])
+
+        def padded(x):
+            if x.shape.rank < 2:
+                return x
+            pad = [[0, 0], [0, width - tf.shape(x)[1]]] + [[0, 0]] * (x.shape.rank - 2)
+            return tf.pad(x, pad)
+
+        def arrays(parts):
+            return [
+                tf.TensorArray(x.dtype, size=chunks, infer_shape=False).write(0, x) for x in parts
+            ]
+
+        def body(c, mem_arrays, state_arrays):
+            mem, st, _, _ = start(c)
+            mem_arrays = [a.write(c, padded(x)) for a, x in zip(mem_arrays, mem, strict=True)]
+            state_arrays = [a.write(c, x) for a, x in zip(state_arrays, st, strict=True)]
+            return c + 1, mem_arrays, state_arrays
+
+        _, mem_arrays, state_arrays = tf.while_loop(
+            lambda c, *_: c < chunks,
+            body,
+            (tf.constant(1), arrays(first_memory), arrays(first_state)),
+        )
+
+        def joined(array, like, free_axes):
+            """The chunks joined on the batch axis, with the first chunk's static shape on the
+            axes that do not vary (a `TensorArray.concat` knows none)."""
+            x = array.concat()
+            x.set_shape([None] * free_axes + like.shape[free_axes:].as_list())
+            return x
+
+        memory = tf.nest.pack_sequence_as(
+            memory,
+            [
+                joined(a, x, min(x.shape.rank, 2))
+                for a, x in zip(mem_arrays, first_memory, strict=True)
+            ],
+        )
+        state = tf.nest.pack_sequence_as(
+            state, [joined(a, x, 1) for a, x in zip(state_arrays, first_state, strict=True)]
+        )
+        tokens, scores = greedy_decode(
+            step_model,
+            memory,
+            state,
+            max_lengths(rows.row_lengths()),
+            min_len,
+            BOS_ID,
+            EOS_ID,
+            slots=s.batch_size,
+        )
+        return greedy_result(tokens, scores)
+
     def decode_batch(src_ids):
         """src_ids [B, S] -> tokens [B, n_best, L], lengths [B, n_best] (without EOS), scores and
         normalised scores [B, n_best] (-inf where there is no hypothesis)."""
-        src_len = tf.reduce_sum(tf.cast(tf.not_equal(src_ids, 0), tf.int64), axis=1)
-        ratio = tf.constant(s.max_output_ratio, tf.float64)
-        max_len = tf.cast(tf.math.ceil(ratio * tf.cast(src_len, tf.float64)), tf.int32)
-        max_len += s.max_output_extra
-        min_len = tf.constant(s.min_output_length, tf.int32)
+        max_len = max_lengths(tf.reduce_sum(tf.cast(tf.not_equal(src_ids, 0), tf.int64), axis=1))
         if k == 1:
-            tokens, scores = greedy_loop(step_model, src_ids, max_len, min_len, BOS_ID, EOS_ID)
-            keep = tf.equal(tf.cumsum(tf.cast(tf.equal(tokens, EOS_ID), tf.int32), axis=1), 0)
-            lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
-            tokens = tf.where(keep, tokens, 0)
-            # As `search._normalized`: float64, (score + word_reward * |Y|) / ((5 + |Y|) / 6) **
-            # alpha, |Y| with EOS.
-            n = tf.cast(lengths + 1, tf.float64)
-            lp = ((5.0 + n) / 6.0) ** s.length_penalty
-            norm = tf.cast((tf.cast(scores, tf.float64) + s.word_reward * n) / lp, tf.float32)
-            return tokens[:, None, :], lengths[:, None], scores[:, None], norm[:, None]
+            return greedy_result(
+                *greedy_loop(step_model, src_ids, max_len, min_len, BOS_ID, EOS_ID)
+            )
         seq, lengths, scores, norm = beam_loop(
             step_model,
             src_ids,
@@ -177,12 +279,18 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
             real = tf.cast(tf.where(lengths > 0)[:, 0], tf.int32)
             # Longest first, ties in input order (`length_sorted_batches`).
             order = tf.gather(real, tf.argsort(-tf.gather(lengths, real), stable=True))
-            n_batches = (tf.size(order) + s.batch_size - 1) // s.batch_size
+            sorted_len = tf.gather(lengths, order)
 
-            def body(i, texts, scores):
-                idx = order[i * s.batch_size : (i + 1) * s.batch_size]
-                src = tf.gather(ids, idx).to_tensor(default_value=0)
-                tokens, out_len, _, norm = decode_batch(src)
+            def body(start, texts, scores):
+                if windowed:
+                    end = start + window_size(sorted_len, start)
+                    idx = order[start:end]
+                    tokens, out_len, _, norm = decode_window(tf.gather(ids, idx))
+                else:
+                    end = tf.minimum(start + s.batch_size, tf.size(order))
+                    idx = order[start:end]
+                    src = tf.gather(ids, idx).to_tensor(default_value=0)
+                    tokens, out_len, _, norm = decode_batch(src)
                 width = tf.shape(tokens)[2]
                 flat = tf.reshape(tokens, [-1, width])
                 valid = tf.logical_and(
@@ -194,7 +302,7 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
                 found = tf.math.is_finite(norm)
                 strings = tf.where(found, strings, "")
                 return (
-                    i + 1,
+                    end,
                     tf.tensor_scatter_nd_update(texts, idx[:, None], strings),
                     tf.tensor_scatter_nd_update(
                         scores, idx[:, None], tf.where(found, norm, neg_inf)
@@ -205,7 +313,7 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
                 [tf.zeros([n, 1], tf.float32), tf.fill([n, n_best - 1], neg_inf)], axis=1
             )
             _, texts, scores = tf.while_loop(
-                lambda i, *_: i < n_batches,
+                lambda start, *_: start < tf.size(order),
                 body,
                 (tf.constant(0), tf.fill([n, n_best], ""), empty_scores),
             )
