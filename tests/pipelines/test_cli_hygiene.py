@@ -100,7 +100,9 @@ def test_config_file_problems_are_one_line_errors(tmp_path):
 
 
 def test_an_unknown_tfds_name_is_one_short_line_with_the_closest_names(tmp_path):
-    r = cli("prepare", TINY, "--set", "data.corpus=tfds:ted_hrlr_translat/pt_to_en")
+    r = cli(
+        "prepare", TINY, "--set", "data.corpus=tfds:ted_hrlr_translat/pt_to_en", cwd=tmp_path
+    )  # in its own directory: the default run directory (runs/tiny) is made before the error
     _clean_error(r, "ted_hrlr_translat", "closest names: ted_hrlr_translate")
     assert len(r.stderr.splitlines()) == 1
 
