@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import dataclasses  # noqa: E402
+import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -491,7 +492,10 @@ def test_the_kernel_is_computed_once_only_in_float32():
     assert build_model(cfg, VOCAB, 40, seed=1).output_kernel() is not None
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
-        mixed = build_model(cfg, VOCAB, 40, seed=1)
+        with warnings.catch_warnings():
+            # (Keras warned here that the projection "will destroy the mask information".)
+            warnings.simplefilter("error", UserWarning)
+            mixed = build_model(cfg, VOCAB, 40, seed=1)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert mixed.compute_dtype == "bfloat16" and mixed.output_kernel() is None

@@ -86,6 +86,14 @@ class TiedOutputProjection(keras.layers.Layer):
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.vocab_size = int(vocab_size)
+        # A padding mask on the inputs (the decoder's outputs under a mixed policy carry one) is
+        # accepted and not passed on: the logits carry no mask, as before, but Keras no longer
+        # warns that the layer "will destroy the mask information".
+        self.supports_masking = True
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        """None: the logits carry no mask (the loss and metrics weigh padding themselves)."""
+        return None
 
     def build(self, inputs_shape: tuple, embeddings_shape: tuple | None = None) -> None:
         """Creates `bias [V]` (zeros, as `Dense`)."""
