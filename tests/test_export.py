@@ -23,11 +23,18 @@ EDGE_CASES = [
 ]
 
 
+# EDGE_CASES hold inputs far longer than any training sentence, which Translator warns about.
+edge_cases_warn = pytest.mark.filterwarnings(
+    "ignore:.*much longer than any seen in training:UserWarning"
+)
+
+
 def _test_sources(run, n=None):
     lines = (run / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()
     return [line.split("\t")[0] for line in lines][:n]
 
 
+@edge_cases_warn
 def test_beam_nbest_export_equals_python_api_standalone(
     tiny_attention_run, tiny_attention_export, tmp_path, monkeypatch
 ):
@@ -205,6 +212,7 @@ def test_a_sampling_config_is_not_exported_silently_as_greedy(tiny_attention_run
     assert ExportSettings.from_decode(DecodeConfig(sampling_topk=5), beam_size=4).beam_size == 4
 
 
+@edge_cases_warn
 def test_greedy_export_refills_its_rows_in_windows_as_the_python_api(tiny_attention_run, tmp_path):
     """Greedy search in batches of 4: the export cuts the same windows of length-sorted sentences
     (several, some with more than one batch, the long inputs alone) and refills its rows as
@@ -228,6 +236,7 @@ def test_greedy_export_refills_its_rows_in_windows_as_the_python_api(tiny_attent
     assert report.max_score_difference == 0.0
 
 
+@edge_cases_warn
 def test_a_model_without_attention_exports_without_align(tiny_run, tmp_path):
     from translator.export import check_export, export_run, read_export_info
 
