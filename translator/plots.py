@@ -50,12 +50,16 @@ def figure_format(path: str | Path, what: str = "the output") -> str:
     return suffix
 
 
-def _save(plt, fig, path: str | Path) -> None:
-    """Lay out a pyplot figure, write it (atomically) in the format of the path's suffix, and
-    close it."""
+def _write(fig, path: str | Path, dpi: int) -> None:
+    """Lay out a figure and write it (atomically) in the format of the path's suffix."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=figure_format(path), dpi=100)
+        fig.savefig(tmp, format=figure_format(path), dpi=dpi)
+
+
+def _save(plt, fig, path: str | Path) -> None:
+    """:func:`_write` a pyplot figure at 100 dpi and close it."""
+    _write(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -103,10 +107,8 @@ def plot_attention(alignment, path: str | Path, title: str | None = None) -> Pat
     ax.set_ylabel("target")
     ax.set_title(title if title is not None else get("translation"), fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=figure_format(path), dpi=120)
+    _write(fig, path, dpi=120)
     return path
 
 
