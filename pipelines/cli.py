@@ -68,6 +68,7 @@ def _decode_options(args) -> dict:
         "sampling_topk": getattr(args, "sampling_topk", None),
         "sampling_temperature": getattr(args, "sampling_temperature", None),
         "xla": getattr(args, "xla", None),
+        "workers": getattr(args, "workers", None),
     }
 
 
@@ -242,6 +243,12 @@ def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
     )
     p.add_argument("--batch-size", type=int, help="sentences per batch")
     add_xla_argument(p)
+    p.add_argument(
+        "--workers",
+        type=number(int),
+        help="batches decoded at once, each in a thread; the outputs do not depend on it "
+        "(default: decode.workers of the config)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,8 +114,10 @@ def _stage_fingerprint(ctx: Context, stage: str) -> str:
 
 def decode_section(cfg: Config) -> dict:
     """The decode config as it matters for the evaluation: the word reward and sampling options
-    are left out at their defaults, so runs made before they existed keep their fingerprints."""
+    are left out at their defaults, so runs made before they existed keep their fingerprints,
+    and `workers` always (the outputs do not depend on it)."""
     decode = cfg.section("decode")
+    decode.pop("workers", None)
     for key, default in (
         ("word_reward", 0.0),
         ("sampling_topk", 1),

@@ -110,6 +110,8 @@ def test_missing_and_malformed_config_files(tmp_path):
         ("model", {"embedding_dim": 0}, "model.embedding_dim", "at least 1"),
         ("train", {"seed": 2**32}, "train.seed", "2**32"),
         ("train", {"seed": -3}, "train.seed", "2**32"),
+        ("decode", {"workers": 0}, "decode.workers", "at least 1"),
+        ("decode", {"workers": 1.5}, "decode.workers", "an integer"),
         ("eval", {"metrics": []}, "eval.metrics", "at least one metric; valid choices: bleu"),
         ("eval", {"metrics": ["bleu", "bleu"]}, "eval.metrics", "bleu given more than once"),
     ],

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -50,6 +51,86 @@ def test_greedy_windows_give_the_outputs_of_fixed_batches(tiny_attention_run, mo
     assert [h[0].tokens for h in windows] == [h[0].tokens for h in batches]
     assert [h[0].score for h in windows] == pytest.approx([h[0].score for h in batches], rel=1e-6)
     assert t.searcher._functions[("refill", 4, False)].experimental_get_tracing_count() == 1
+
+
+def _hypotheses_by_workers(make, sources, options, workers=(1, 2, 3)):
+    """Per number of workers, the hypotheses of a fresh translator (`make()`) and the names of
+    the threads its searches ran in."""
+    out = {}
+    for n in workers:
+        t = make()
+        threads = set()
+        for part in (t.searcher, t.sampler):
+            for name in ("search", "sample"):
+                if hasattr(part, name):
+                    original = getattr(part, name)
+
+                    def spy(*args, _original=original, _threads=threads, **kwargs):
+                        _threads.add(threading.current_thread().name)
+                        return _original(*args, **kwargs)
+
+                    setattr(part, name, spy)
+        hyps = t.translate_hypotheses(sources, workers=n, **options)
+        out[n] = ([[(h.tokens, h.score, h.normalized_score) for h in per] for per in hyps], threads)
+    return out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(beam_size=1, batch_size=2),
+        dict(beam_size=1, batch_size=2, xla=True),
+        dict(beam_size=3, n_best=2, length_penalty=1.0, word_reward=0.5, batch_size=4),
+        dict(sampling_topk=5, seed=3, batch_size=4),
+    ],
+    ids=["greedy", "greedy-xla", "beam", "sampling"],
+)
+def test_batches_decoded_in_threads_give_the_same_outputs(tiny_attention_run, options):
+    """`decode.workers` decodes several batches (greedy: windows of batches) at once, each in a
+    thread; each setting from a fresh translator, so the compiled searches are traced in those
+    threads: exactly the same tokens and scores as one batch at a time."""
+    lines = (tiny_attention_run / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    sources = [line.split("\t")[0] for line in lines[:40]] + ["", lines[0].split("\t")[0]]
+    out = _hypotheses_by_workers(lambda: Translator.load(tiny_attention_run), sources, options)
+    assert out[1][1] == {threading.current_thread().name}
+    for n in (2, 3):
+        assert out[n][0] == out[1][0]
+        assert len(out[n][1]) > 1 and all(t.startswith("translator-decode") for t in out[n][1])
+
+
+@pytest.mark.filterwarnings("ignore:.*translated to an empty string:UserWarning")  # untrained
+def test_threads_decode_a_mixed_precision_model_as_the_main_thread_does():
+    """Training's validation decodes its model under the training dtype policy, which Keras keeps
+    per thread; the decoding threads give the same outputs as the main thread."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        sources = [" ".join(SENTENCES_DE[i % 3] for i in range(k % 7 + 1)) for k in range(40)]
+        options = dict(beam_size=1, batch_size=2, min_output_length=2)
+        out = _hypotheses_by_workers(lambda: _translator(attention="luong"), sources, options)
+        beam = dict(beam_size=2, batch_size=2, min_output_length=2)
+        out_beam = _hypotheses_by_workers(lambda: _translator(attention="luong"), sources, beam)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    for o in (out, out_beam):
+        assert o[2][0] == o[1][0] and o[3][0] == o[1][0]
+        assert len(o[2][1]) > 1
+
+
+def test_map_in_threads_keeps_the_order_and_raises_the_first_error():
+    from translator.translate import map_in_threads
+
+    items = list(range(12))
+    assert map_in_threads(lambda x: x * x, items, 3) == [x * x for x in items]
+    assert map_in_threads(lambda x: x + 1, [], 2) == []
+
+    def fails_on_5(x):
+        if x == 5:
+            raise ValueError("item 5")
+        return x
+
+    with pytest.raises(ValueError, match="item 5"):
+        map_in_threads(fails_on_5, items, 2)
 
 
 def test_translate_rejects_what_is_not_text_and_bad_options(tiny_run):

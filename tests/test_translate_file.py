@@ -25,6 +25,20 @@ def test_chunks_keep_input_order(tiny_run):
     assert out.getvalue().split("\n")[:-1] == t.translate(SENTENCES)
 
 
+def test_cli_workers_option_translates_the_same(tiny_run, tmp_path):
+    """`--workers N` (decode.workers): batches decoded at once; the file is the same."""
+    src = tmp_path / "in.txt"
+    src.write_text("".join(s + "\n" for s in SENTENCES * 6), encoding="utf-8")
+    files = []
+    for workers in ("1", "3"):
+        out = tmp_path / f"out{workers}.txt"
+        options = ("--input", src, "--output", out, "--batch-size", "2", "--beam-size", "2")
+        r = run_main("translate", tiny_run, *options, "--workers", workers)
+        assert r.returncode == 0, r.stderr
+        files.append(out.read_text(encoding="utf-8"))
+    assert files[0] == files[1] and len(files[0].split("\n")) == len(SENTENCES) * 6 + 1
+
+
 def test_n_best_lines(tiny_run):
     t = Translator.load(tiny_run)
     out = io.StringIO()

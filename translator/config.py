@@ -516,11 +516,23 @@ class DecodeConfig:
     # test split), but each new batch shape compiles first (seconds); sources are padded to a
     # multiple of 8 tokens to bound the shapes. For large inputs (evaluation, files, servers).
     xla: bool = False
+    # Batches (greedy search: windows) decoded at once, each in a thread of its own. A search
+    # step is many small operations, run one after another, which leave the second core of a
+    # 2-core CPU mostly idle; two batches at once keep both busy. The outputs do not depend on
+    # it. 1: one batch at a time.
+    workers: int = 2
 
     def __post_init__(self) -> None:
         p = "decode."
         _check(isinstance(self.xla, bool), p + "xla", f"expected true or false, got {self.xla!r}")
-        integers = ("beam_size", "n_best", "batch_size", "max_output_extra", "min_output_length")
+        integers = (
+            "beam_size",
+            "n_best",
+            "batch_size",
+            "max_output_extra",
+            "min_output_length",
+            "workers",
+        )
         for key in (*integers, "sampling_topk"):
             value = getattr(self, key)
             _check(
@@ -553,6 +565,7 @@ class DecodeConfig:
         _check(self.max_output_extra >= 0, p + "max_output_extra", "must be 0 or more")
         _check(self.min_output_length >= 0, p + "min_output_length", "must be 0 or more")
         _check(self.batch_size >= 1, p + "batch_size", "must be at least 1")
+        _check(self.workers >= 1, p + "workers", "must be at least 1 (1: one batch at a time)")
         _check(
             self.sampling_topk >= 0,
             p + "sampling_topk",

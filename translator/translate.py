@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from translator.scoring import ScoredPair, Scorer
 WINDOW_BATCHES = 8
 WINDOW_PADDING = 1.0
 WINDOW_TOKENS = 16384
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclasses.dataclass
@@ -159,8 +164,8 @@ class Translator:
         """Decode sentences; per input, a list of `n_best` hypotheses (token ids), best first.
 
         `options` are `DecodeConfig` fields (e.g. `beam_size`, `n_best`, `length_penalty`,
-        `sampling_topk`, `batch_size`). Inputs are sorted by length into batches; results come
-        back in input order. An empty sentence gets one empty hypothesis with score 0. With
+        `sampling_topk`, `batch_size`, `workers`). Inputs are sorted by length into batches,
+        `workers` of them decoded at once; results come back in input order. An empty sentence gets one empty hypothesis with score 0. With
         `sampling_topk` != 1 each input gets one sampled hypothesis; `seed` (default 1) decides
         the samples (see :mod:`translator.decoding.sampling`).
         """
@@ -183,7 +188,8 @@ class Translator:
             )
         else:
             groups = length_sorted_batches(lengths, settings.batch_size)
-        for batch in groups:
+
+        def decode(batch: list[int]) -> list[list[Hypothesis]]:
             idx = [real[j] for j in batch]
             src = pad_batch([encoded[i] for i in idx])
             max_len = max_output_lengths(
@@ -200,21 +206,24 @@ class Translator:
                     seed=seed,
                     min_length=settings.min_output_length,
                 )
-                hyps = [[h] for h in sampled]
-            else:
-                hyps = self.searcher.search(
-                    src,
-                    max_len,
-                    beam_size=settings.beam_size,
-                    n_best=settings.n_best,
-                    length_penalty=settings.length_penalty,
-                    min_length=settings.min_output_length,
-                    word_reward=settings.word_reward,
-                    xla=settings.xla,
-                    slots=settings.batch_size if greedy else None,
-                )
-            for i, h in zip(idx, hyps, strict=True):
-                results[i] = h
+                return [[h] for h in sampled]
+            return self.searcher.search(
+                src,
+                max_len,
+                beam_size=settings.beam_size,
+                n_best=settings.n_best,
+                length_penalty=settings.length_penalty,
+                min_length=settings.min_output_length,
+                word_reward=settings.word_reward,
+                xla=settings.xla,
+                slots=settings.batch_size if greedy else None,
+            )
+
+        for batch, hyps in zip(
+            groups, map_in_threads(decode, groups, settings.workers), strict=True
+        ):
+            for j, h in zip(batch, hyps, strict=True):
+                results[real[j]] = h
         _warn_about(self, encoded, results)
         return results
 
@@ -229,6 +238,7 @@ class Translator:
         sampling_temperature: float | None = None,
         seed: int | None = None,
         xla: bool | None = None,
+        workers: int | None = None,
         **deprecated,
     ) -> str | list[str]:
         """Translate one sentence (-> its translation) or a list of sentences (-> a list).
@@ -239,7 +249,8 @@ class Translator:
         `sampling_topk` != 1 samples instead of searching (0: the whole distribution, K > 1: the
         K most likely tokens), from log-probabilities divided by `sampling_temperature`; `seed`
         (default 1) decides the samples, a sentence's sample does not depend on its batch.
-        `xla` runs the search as XLA-compiled loops (`decode.xla`).
+        `xla` runs the search as XLA-compiled loops (`decode.xla`); `workers` batches are
+        decoded at once, each in a thread (`decode.workers`; the outputs do not depend on it).
         """
         options = dict(
             beam_size=beam_size,
@@ -250,6 +261,7 @@ class Translator:
             sampling_temperature=sampling_temperature,
             seed=seed,
             xla=xla,
+            workers=workers,
         )
         if deprecated:
             return self._deprecated_translate(text, options, **deprecated)
@@ -270,6 +282,7 @@ class Translator:
         sampling_temperature: float | None = None,
         seed: int | None = None,
         xla: bool | None = None,
+        workers: int | None = None,
     ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
         """The `n_best` best translations of one sentence, or of each of a list of sentences, as
         `(text, score)` pairs, best first; the score is the normalised score used for ranking.
@@ -287,6 +300,7 @@ class Translator:
             sampling_temperature=sampling_temperature,
             seed=seed,
             xla=xla,
+            workers=workers,
         )
         out = [
             [(self.tgt_tokenizer.decode(h.tokens), h.normalized_score) for h in per_input]
@@ -359,6 +373,20 @@ class Translator:
         if keywords.get("return_scores") or (n_best or self.decode.n_best) > 1:
             return self.translate_nbest(text, n_best=n_best, **options)
         return self.translate(text, **options)
+
+
+def map_in_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
+    """`[fn(x) for x in items]`, with up to `workers` items at a time, each in a thread of its
+    own (TensorFlow releases the GIL while its operations run). The results come in the items'
+    order; the first exception is raised once the items started have ended, and those not
+    started yet are dropped."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    pool = ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix="translator-decode")
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _warn_about(t: Translator, encoded: list[list[int]], results: list[list[Hypothesis]]) -> None:

@@ -28,6 +28,9 @@ def test_decoding_options_are_checked_before_the_model_loads(tiny_run):
     )
     _clean_error(cli("translate", tiny_run, "x", "--beam-size", "0"), "decode.beam_size")
     _clean_error(cli("translate", tiny_run, "x", "--beam-size", "2", "--n-best", "3"), "n_best")
+    r = run_main("translate", tiny_run, "x", "--workers", "0")  # argparse's own error line
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "error: argument --workers: must be at least 1, got 0" in r.stderr, r.stderr
 
 
 def test_input_and_output_problems_are_one_line_errors(tiny_run, tmp_path):

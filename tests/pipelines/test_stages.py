@@ -234,6 +234,17 @@ def test_fingerprints_ignore_attention_keys_of_models_without_attention():
     assert with_attention["decoder"]["attention"] == "luong"
 
 
+def test_decode_workers_never_change_the_evaluate_fingerprint():
+    """How many batches are decoded at once does not change the outputs: evaluating again with
+    another `decode.workers` reuses the evaluation."""
+    from translator.pipelines.stages import decode_section
+
+    default = decode_section(load_config(TINY))
+    assert "workers" not in default
+    for n in ("1", "2", "4"):
+        assert decode_section(load_config(TINY, overrides=[f"decode.workers={n}"])) == default
+
+
 NEW_KEYS = {  # options added after run directories existed: section -> {key: a non-default value}
     "model": {"model.tied_embeddings": "true", "model.src_word_dropout": "0.1",
               "model.embedding_initializer": "normal", "model.forget_bias": "0.0",

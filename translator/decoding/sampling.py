@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -210,27 +211,29 @@ class Sampler:
         self.model = as_step_model(model)
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
         self._functions: dict[int, Callable] = {}
+        self._lock = threading.Lock()  # `translate` decodes batches in threads
 
     def _function(self, topk: int) -> Callable:
-        if topk not in self._functions:
+        with self._lock:
+            if topk not in self._functions:
 
-            def sample(src_ids, max_lengths, min_length, keys, temperature):
-                return sampling_loop(
-                    self.model,
-                    src_ids,
-                    max_lengths,
-                    min_length,
-                    keys,
-                    temperature,
-                    topk,
-                    self.bos_id,
-                    self.eos_id,
+                def sample(src_ids, max_lengths, min_length, keys, temperature):
+                    return sampling_loop(
+                        self.model,
+                        src_ids,
+                        max_lengths,
+                        min_length,
+                        keys,
+                        temperature,
+                        topk,
+                        self.bos_id,
+                        self.eos_id,
+                    )
+
+                self._functions[topk] = tf.function(
+                    sample, input_signature=_SIGNATURE, reduce_retracing=True
                 )
-
-            self._functions[topk] = tf.function(
-                sample, input_signature=_SIGNATURE, reduce_retracing=True
-            )
-        return self._functions[topk]
+            return self._functions[topk]
 
     def sample(
         self,

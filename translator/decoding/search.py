@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -487,15 +488,17 @@ class Searcher:
         self.model = as_step_model(model)
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
         self._functions: dict[tuple, Callable] = {}
+        self._lock = threading.Lock()  # `translate` decodes batches in threads
 
     def _compiled(self, key: tuple, fn: Callable, signature: list, xla: bool) -> Callable:
         """One `tf.function` per search kind, beam size and `xla` (traced once per kind)."""
         key = (*key, bool(xla))
-        if key not in self._functions:
-            self._functions[key] = tf.function(
-                fn, input_signature=signature, reduce_retracing=True, jit_compile=bool(xla)
-            )
-        return self._functions[key]
+        with self._lock:
+            if key not in self._functions:
+                self._functions[key] = tf.function(
+                    fn, input_signature=signature, reduce_retracing=True, jit_compile=bool(xla)
+                )
+            return self._functions[key]
 
     def _greedy_function(self, xla: bool = False) -> Callable:
         loop = functools.partial(greedy_loop, self.model, bos_id=self.bos_id, eos_id=self.eos_id)
