@@ -23,6 +23,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--max-output-extra", type=int, help="extra output tokens allowed")
     group.add_argument("--min-output-length", type=int, help="no EOS before this many tokens")
     group.add_argument("--batch-size", type=int, help="sentences decoded together")
+    group.add_argument(
+        "--workers", type=int, help="batches (greedy: windows) the graph decodes at once"
+    )
     p.add_argument(
         "--check",
         nargs="?",
@@ -65,6 +68,7 @@ def cmd_export(args) -> int:
         max_output_extra=args.max_output_extra,
         min_output_length=args.min_output_length,
         batch_size=args.batch_size,
+        workers=args.workers,
     )
     d = read_export_info(out)["decode"]
     search = "greedy search" if d["beam_size"] == 1 else f"beam search (beam {d['beam_size']})"

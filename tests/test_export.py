@@ -133,6 +133,7 @@ def test_cli_export_greedy_with_check(tiny_attention_run, tmp_path):
         (["--beam-size", "0"], "decode.beam_size"),
         (["--n-best", "3", "--beam-size", "2"], "decode.n_best"),
         (["--length-penalty", "-1"], "decode.length_penalty"),
+        (["--workers", "0"], "decode.workers"),
         (["--check", "no-such-file.txt"], "--check"),
     ],
 )
@@ -234,6 +235,38 @@ def test_greedy_export_refills_its_rows_in_windows_as_the_python_api(tiny_attent
     report = check_export(out, sentences)
     assert report.passed, report.mismatches
     assert report.max_score_difference == 0.0
+
+
+@edge_cases_warn
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_export_decodes_its_groups_in_several_streams_as_the_python_api(
+    tiny_attention_run, tmp_path, beam_size
+):
+    """`decode.workers` 3: the graph decodes every third window (greedy) or batch (beam) in
+    each of three loops at once; the same strings and scores as the Python API, also when a
+    loop has nothing to decode (one sentence, only empty ones, none)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    from translator.export import check_export, export_run, read_export_info
+    from translator.translate import Translator
+
+    out = export_run(
+        tiny_attention_run, tmp_path / "w3", beam_size=beam_size, batch_size=4, workers=3
+    )
+    assert read_export_info(out)["decode"]["workers"] == 3
+    sentences = _test_sources(tiny_attention_run) + EDGE_CASES
+    report = check_export(out, sentences)
+    assert report.passed, report.mismatches
+    assert report.max_score_difference == 0.0
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    t = Translator.load(tiny_attention_run)
+    for few in ([sentences[0]], ["", "  "], []):
+        got = fn(text=tf.constant(few, tf.string))
+        want = t.translate_nbest(few, n_best=1, beam_size=beam_size, batch_size=4)
+        texts = [x.decode("utf-8") for x in got["translation"].numpy().tolist()]
+        assert texts == [w[0][0] for w in want]
+        assert got["score"].numpy().tolist() == pytest.approx([w[0][1] for w in want], abs=0)
 
 
 @edge_cases_warn

@@ -22,7 +22,8 @@ same arithmetic, so that the outputs are equal string for string:
 4. greedy or beam search with the decode settings fixed at export (the same compiled loops as
    :mod:`translator.decoding.search`; greedy steps `batch_size` rows of a window and refills a
    row as soon as its sentence ends), with `max_lengths = ceil(ratio * src_len) + extra`
-   computed in float64 as Python does;
+   computed in float64 as Python does; `decode.workers` loops decode every `workers`-th window
+   or batch each, at once (as `Translator` decodes `workers` batches in threads);
 5. detokenise, dropping the special ids. An empty input gives an empty translation, score 0.
 
 Signatures (the batch axis N is free):
@@ -78,6 +79,7 @@ class ExportSettings:
     min_output_length: int
     batch_size: int
     word_reward: float = 0.0
+    workers: int = 2
 
     @classmethod
     def from_decode(cls, decode: DecodeConfig, **overrides: Any) -> ExportSettings:
@@ -280,17 +282,33 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
             # Longest first, ties in input order (`length_sorted_batches`).
             order = tf.gather(real, tf.argsort(-tf.gather(lengths, real), stable=True))
             sorted_len = tf.gather(lengths, order)
+            total = tf.size(order)
 
-            def body(start, texts, scores):
+            def group_end(start):
+                """Where the window (greedy) or batch that starts at `start` ends."""
                 if windowed:
-                    end = start + window_size(sorted_len, start)
-                    idx = order[start:end]
+                    return start + window_size(sorted_len, start)
+                return tf.minimum(start + s.batch_size, total)
+
+            # The groups' bounds in `order`: [G + 1], 0 first and `total` last.
+            _, bounds = tf.while_loop(
+                lambda start, _: start < total,
+                lambda start, ta: (group_end(start), ta.write(ta.size(), group_end(start))),
+                (tf.constant(0), tf.TensorArray(tf.int32, size=1, dynamic_size=True).write(0, 0)),
+            )
+            bounds = bounds.stack()
+
+            def decode_group(g):
+                """Group `g` -> its sentences' indices [n], their hypotheses' token ids (the
+                values [T] and lengths [n * n_best] of a ragged [n * n_best, (L)]) and scores
+                [n, n_best]."""
+                idx = order[bounds[g] : bounds[g + 1]]
+                if windowed:
                     tokens, out_len, _, norm = decode_window(tf.gather(ids, idx))
                 else:
-                    end = tf.minimum(start + s.batch_size, tf.size(order))
-                    idx = order[start:end]
-                    src = tf.gather(ids, idx).to_tensor(default_value=0)
-                    tokens, out_len, _, norm = decode_batch(src)
+                    tokens, out_len, _, norm = decode_batch(
+                        tf.gather(ids, idx).to_tensor(default_value=0)
+                    )
                 width = tf.shape(tokens)[2]
                 flat = tf.reshape(tokens, [-1, width])
                 valid = tf.logical_and(
@@ -298,25 +316,41 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
                     flat > EOS_ID,  # `decode` drops the special ids, as the Python API does
                 )
                 flat = tf.ragged.boolean_mask(flat, valid)
-                strings = tf.reshape(self.tgt_tokenizer.detokenize(flat), [-1, n_best])
-                found = tf.math.is_finite(norm)
-                strings = tf.where(found, strings, "")
-                return (
-                    end,
-                    tf.tensor_scatter_nd_update(texts, idx[:, None], strings),
-                    tf.tensor_scatter_nd_update(
-                        scores, idx[:, None], tf.where(found, norm, neg_inf)
-                    ),
+                return idx, flat.values, tf.cast(flat.row_lengths(), tf.int32), norm
+
+            def stream(first):
+                """Groups `first`, `first + workers`, ... decoded in order, their results
+                joined. The streams share no state (and hold no stateful op: the tokenizer's
+                resource would order them), so they run at once (`decode.workers`)."""
+                kinds = ((tf.int32, [None]),) * 3 + ((tf.float32, [None, n_best]),)
+                arrays = tuple(
+                    tf.TensorArray(dtype, size=0, dynamic_size=True, element_shape=shape)
+                    for dtype, shape in kinds
                 )
 
+                def body(g, k, arrays):
+                    parts = decode_group(g)
+                    arrays = tuple(a.write(k, x) for a, x in zip(arrays, parts, strict=True))
+                    return g + s.workers, k + 1, arrays
+
+                _, _, arrays = tf.while_loop(
+                    lambda g, *_: g < tf.size(bounds) - 1,
+                    body,
+                    (tf.constant(first), tf.constant(0), arrays),
+                )
+                return [a.concat() for a in arrays]
+
+            parts = [stream(j) for j in range(s.workers)]
+            idx, values, row_lengths, norm = (tf.concat([p[i] for p in parts], 0) for i in range(4))
+            hyps = tf.RaggedTensor.from_row_lengths(values, row_lengths)
+            strings = tf.reshape(self.tgt_tokenizer.detokenize(hyps), [-1, n_best])
+            found = tf.math.is_finite(norm)
+            strings, norm = tf.where(found, strings, ""), tf.where(found, norm, neg_inf)
             empty_scores = tf.concat(
                 [tf.zeros([n, 1], tf.float32), tf.fill([n, n_best - 1], neg_inf)], axis=1
             )
-            _, texts, scores = tf.while_loop(
-                lambda start, *_: start < tf.size(order),
-                body,
-                (tf.constant(0), tf.fill([n, n_best], ""), empty_scores),
-            )
+            texts = tf.tensor_scatter_nd_update(tf.fill([n, n_best], ""), idx[:, None], strings)
+            scores = tf.tensor_scatter_nd_update(empty_scores, idx[:, None], norm)
             return texts, scores
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -374,7 +408,7 @@ def export_run(
             so an interrupted export leaves nothing half-written). An existing non-empty directory
             is replaced only with `force`.
         overrides: `ExportSettings` fields (beam_size, n_best, length_penalty, max_output_ratio,
-            max_output_extra, min_output_length, batch_size); None keeps the run's value.
+            max_output_extra, min_output_length, batch_size, workers); None keeps the run's value.
 
     Returns:
         The export directory.
