@@ -168,6 +168,8 @@ def test_run_benchmarks_reports_flops_roof_and_reference(tiny_attention_run):
     report = format_report(results)
     assert "GFLOP/s" in report and "train_reference" in report
     assert "roof: tf.matmul 256x256" in report and "train_vs_reference:" in report
+    assert results["greedy_b64"]["workers"] == results["beam5_b64"]["workers"] == 2
+    assert "decoding: 2 batches (greedy: windows) at once (decode.workers)" in report
 
 
 def test_bench_json_alone_prints_only_json(tiny_attention_run):
