@@ -44,6 +44,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=64,
         help="sentences per decoding batch (default 64)",
     )
+    p.add_argument(
+        "--workers",
+        type=argtypes.positive_int,
+        metavar="N",
+        default=2,
+        help="batches decoded at once, each in a thread (default 2: both cores of a 2-core CPU)",
+    )
     for flag, text in (
         ("--max-sentences", "sentences per request (default 64)"),
         ("--max-chars", "characters per sentence (default 2000)"),
@@ -90,6 +97,7 @@ def cmd_serve(args) -> int:
             limits=limits,
             batch_window_ms=args.batch_window_ms,
             max_batch_size=args.max_batch_size,
+            workers=args.workers,
             max_requests=args.max_requests,
             timeout=args.timeout,
         )

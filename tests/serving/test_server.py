@@ -379,6 +379,10 @@ def test_cli_rejects_bad_limits(capsys):
         main(["serve", "somewhere", "--max-sentences", "0"])
     assert e.value.code == 2
     assert "--max-sentences: must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "somewhere", "--workers", "0"])
+    assert e.value.code == 2
+    assert "--workers: must be at least 1" in capsys.readouterr().err
 
 
 def test_serve_help_names_the_default_limits(capsys):
@@ -467,6 +471,39 @@ def test_batcher_joins_concurrent_requests_by_options():
             assert [h["text"] for h in answer["translations"][1]["hypotheses"]] == ["B 0", "B 1"]
     assert len(backend.calls) < len(bodies)
     assert sum(len(texts) for texts, _ in backend.calls) == 13
+
+
+class _TimedBackend(FakeBackend):
+    """Records when each call ran (start, end) and how many ran at once at most."""
+
+    def __init__(self, delay):
+        super().__init__(delay=delay)
+        self.lock, self.running, self.most = threading.Lock(), 0, 0
+
+    def translate(self, texts, **options):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().translate(texts, **options)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_decode_that_many_batches_at_once(workers):
+    """Requests with two option sets make two batches: with 2 workers they are decoded at once,
+    with 1 one after the other; every answer is right either way."""
+    backend = _TimedBackend(delay=0.5)
+    bodies = [{"text": f"satz {i}", "beam_size": 1 + i % 2} for i in range(6)]
+    with in_process(backend, batch_window_ms=300, workers=workers) as url:
+        answers = _post_all(url, bodies)
+        health = request(url, "/health")[1]["batching"]
+    assert [a["translation"] for _, a in answers] == [f"SATZ {i} 0" for i in range(6)]
+    assert health["workers"] == workers
+    assert backend.most == workers
+    assert {beam for _, beam in backend.calls} == {1, 2}  # a batch per option set
 
 
 def test_batches_are_at_most_max_batch_size():

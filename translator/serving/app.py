@@ -363,14 +363,18 @@ def create_app(
     *,
     batch_window_ms: float = 5.0,
     max_batch_size: int = 64,
+    workers: int = 2,
 ) -> FastAPI:
     """The FastAPI app serving `backend` within `limits`.
 
-    Requests to `/translate` are micro-batched (`batch_window_ms`, `max_batch_size`; see
-    `translator.serving.batcher`); the batcher starts and stops with the app's lifespan.
+    Requests to `/translate` are micro-batched (`batch_window_ms`, `max_batch_size`, `workers`
+    batches decoded at once; see `translator.serving.batcher`); the batcher starts and stops
+    with the app's lifespan.
     """
     limits = limits or ServeLimits()
-    batcher = Batcher(backend, window_ms=batch_window_ms, max_batch_size=max_batch_size)
+    batcher = Batcher(
+        backend, window_ms=batch_window_ms, max_batch_size=max_batch_size, workers=workers
+    )
     page = PAGE.read_text(encoding="utf-8")
     fields = {
         "/translate": ", ".join(TranslateRequest.model_fields),
@@ -534,6 +538,7 @@ def create_app(
             "batching": {
                 "window_ms": batch_window_ms,
                 "max_batch_size": max_batch_size,
+                "workers": workers,
                 "batches": batcher.batches,
                 "sentences": batcher.sentences,
             },

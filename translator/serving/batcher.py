@@ -3,9 +3,11 @@
 Requests queue up in arrival order. A worker takes the oldest request and, for up to a short
 batching window (counted from that request's arrival) or until `max_batch_size` sentences are
 waiting, collects every queued request with the same decoding options; then it decodes all their
-sentences with ONE `backend.translate` call and gives each request its slice. Decoding runs in a
-single worker thread, so TensorFlow works off the event loop (slow or idle clients never wait
-for it) and one call at a time. Requests with other options wait for the next batch.
+sentences with ONE `backend.translate` call and gives each request its slice. Decoding runs in
+`workers` threads, so TensorFlow works off the event loop (slow or idle clients never wait for
+it) and at most `workers` calls at a time: one worker collects the next batch while the others
+decode (a search step keeps about one core busy, so on a 2-core CPU two batches at once use the
+second). Requests with other options wait for the next batch.
 
 When a batch of several requests fails, its requests are decoded again one by one, so an error goes
 to the request that causes it only (the others get their answers, a little later); an error of a
@@ -53,22 +55,33 @@ class Batcher:
         window_ms: how long the oldest request may wait for others to join its batch.
         max_batch_size: a batch closes when this many sentences wait (a larger request is decoded
             alone).
+        workers: batches decoded at once, each in a thread of its own.
 
     Use inside a running event loop: `start()`, then `await translate(...)`, then `await stop()`.
     """
 
-    def __init__(self, backend: Backend, window_ms: float = 5.0, max_batch_size: int = 64):
+    def __init__(
+        self,
+        backend: Backend,
+        window_ms: float = 5.0,
+        max_batch_size: int = 64,
+        workers: int = 1,
+    ):
         if window_ms < 0:
             raise ValueError(f"batch window must be 0 ms or more, got {window_ms}")
         if max_batch_size < 1:
             raise ValueError(f"max batch size must be at least 1, got {max_batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.backend = backend
         self.window = window_ms / 1000.0
         self.max_batch_size = max_batch_size
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self.workers = workers
+        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
         self._queue: list[_Request] = []
         self._arrival: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._collecting: asyncio.Lock | None = None  # one worker collects a batch at a time
+        self._tasks: list[asyncio.Task] = []
         # For /health and tests: how many backend calls, and sentences in them, so far.
         self.batches = 0
         self.sentences = 0
@@ -76,16 +89,21 @@ class Batcher:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._arrival = asyncio.Event()
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._collecting = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name=f"batcher-{i}") for i in range(self.workers)
+        ]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._worker
+                await task
             except asyncio.CancelledError:
                 pass
-            self._worker = None
+        self._tasks = []
         for request in self._queue:
             if not request.future.done():
                 request.future.set_exception(RuntimeError("the server is shutting down"))
@@ -95,7 +113,7 @@ class Batcher:
     # -- requests ------------------------------------------------------------------------------
     async def translate(self, texts: list[str], options: Options) -> list[list[tuple[str, float]]]:
         """The backend's n-best lists for `texts`, decoded in a batch with other requests."""
-        if self._worker is None:
+        if not self._tasks:
             raise RuntimeError("Batcher.start() was not called")
         if not texts:
             return []
@@ -112,23 +130,29 @@ class Batcher:
     def _waiting(self, options: Options) -> int:
         return sum(len(r.texts) for r in self._queue if r.options == options)
 
+    async def _collect(self) -> list[_Request]:
+        """The next batch: wait for a request, then up to the batching window for others with
+        its options (or until `max_batch_size` sentences wait)."""
+        while not self._queue:
+            self._arrival.clear()
+            await self._arrival.wait()
+        options = self._queue[0].options
+        deadline = self._queue[0].arrived + self.window
+        while self._waiting(options) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrival.clear()
+            try:
+                await asyncio.wait_for(self._arrival.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return self._take(options)
+
     async def _run(self) -> None:
         while True:
-            while not self._queue:
-                self._arrival.clear()
-                await self._arrival.wait()
-            options = self._queue[0].options
-            deadline = self._queue[0].arrived + self.window
-            while self._waiting(options) < self.max_batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrival.clear()
-                try:
-                    await asyncio.wait_for(self._arrival.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch = self._take(options)
+            async with self._collecting:
+                batch = await self._collect()
             try:
                 await self._decode(batch)
             except asyncio.CancelledError:

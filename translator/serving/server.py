@@ -98,6 +98,7 @@ def serve(
     limits: ServeLimits | None = None,
     batch_window_ms: float = 5.0,
     max_batch_size: int = 64,
+    workers: int = 2,
     max_requests: int | None = None,
     timeout: float | None = None,
 ) -> int:
@@ -109,6 +110,7 @@ def serve(
         port: the TCP port; 0 picks a free one (printed in the `serving on` line).
         limits: request limits (default `ServeLimits()`).
         batch_window_ms, max_batch_size: the micro-batcher's window and batch size.
+        workers: batches decoded at once, each in a thread of its own.
         max_requests: stop after this many requests (for tests and load tests).
         timeout: stop after this many seconds.
 
@@ -131,7 +133,11 @@ def serve(
         )
     warm_up(backend)
     app = create_app(
-        backend, limits, batch_window_ms=batch_window_ms, max_batch_size=max_batch_size
+        backend,
+        limits,
+        batch_window_ms=batch_window_ms,
+        max_batch_size=max_batch_size,
+        workers=workers,
     )
     config = uvicorn.Config(
         app,
