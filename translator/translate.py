@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ WINDOW_TOKENS = 16384
 
 T = TypeVar("T")
 R = TypeVar("R")
+_ATTENTION_FN_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -419,8 +421,9 @@ def _alignments(
     over `[BOS] + tokens` gives the attention of every step (EOS included)."""
     import tensorflow as tf
 
-    if getattr(t, "_attention_fn", None) is None:
-        t._attention_fn = tf.function(t.model.attention_weights, reduce_retracing=True)
+    with _ATTENTION_FN_LOCK:  # a server may align in two threads at once
+        if getattr(t, "_attention_fn", None) is None:
+            t._attention_fn = tf.function(t.model.attention_weights, reduce_retracing=True)
     encoded = t.src_tokenizer.encode_batch([normalize(s) for s in sentences])
     best = [per_input[0] for per_input in hyps]
     matrices = [np.zeros((len(h.tokens) + 1, 0), np.float32) for h in best]
