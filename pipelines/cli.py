@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from translator.pipelines.argtypes import add_xla_argument, number  # noqa: E402
+from translator.pipelines.argtypes import add_xla_argument, number, positive_int  # noqa: E402
 from translator.pipelines.jsonout import add_json_argument, emit_json  # noqa: E402
 from translator.pipelines.stages import STAGES, Context, StageError, run_stages  # noqa: E402
 
@@ -245,7 +245,7 @@ def _decode_args(p: argparse.ArgumentParser, n_best: bool = True) -> None:
     add_xla_argument(p)
     p.add_argument(
         "--workers",
-        type=number(int),
+        type=positive_int,
         help="batches decoded at once, each in a thread; the outputs do not depend on it "
         "(default: decode.workers of the config)",
     )

@@ -79,7 +79,7 @@ class ExportSettings:
     min_output_length: int
     batch_size: int
     word_reward: float = 0.0
-    workers: int = 2
+    workers: int = DecodeConfig.workers
 
     @classmethod
     def from_decode(cls, decode: DecodeConfig, **overrides: Any) -> ExportSettings:
@@ -291,9 +291,13 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
                 return tf.minimum(start + s.batch_size, total)
 
             # The groups' bounds in `order`: [G + 1], 0 first and `total` last.
+            def next_bound(start, ta):
+                end = group_end(start)
+                return end, ta.write(ta.size(), end)
+
             _, bounds = tf.while_loop(
                 lambda start, _: start < total,
-                lambda start, ta: (group_end(start), ta.write(ta.size(), group_end(start))),
+                next_bound,
                 (tf.constant(0), tf.TensorArray(tf.int32, size=1, dynamic_size=True).write(0, 0)),
             )
             bounds = bounds.stack()

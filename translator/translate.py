@@ -167,9 +167,10 @@ class Translator:
 
         `options` are `DecodeConfig` fields (e.g. `beam_size`, `n_best`, `length_penalty`,
         `sampling_topk`, `batch_size`, `workers`). Inputs are sorted by length into batches,
-        `workers` of them decoded at once; results come back in input order. An empty sentence gets one empty hypothesis with score 0. With
-        `sampling_topk` != 1 each input gets one sampled hypothesis; `seed` (default 1) decides
-        the samples (see :mod:`translator.decoding.sampling`).
+        `workers` of them decoded at once; results come back in input order. An empty sentence
+        gets one empty hypothesis with score 0. With `sampling_topk` != 1 each input gets one
+        sampled hypothesis; `seed` (default 1) decides the samples (see
+        :mod:`translator.decoding.sampling`).
         """
         settings = self.settings(**options)
         seed = DEFAULT_SEED if seed is None else seed

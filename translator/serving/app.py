@@ -363,7 +363,7 @@ def create_app(
     *,
     batch_window_ms: float = 5.0,
     max_batch_size: int = 64,
-    workers: int = 2,
+    workers: int = DecodeConfig.workers,
 ) -> FastAPI:
     """The FastAPI app serving `backend` within `limits`.
 

@@ -13,6 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
+from translator.config import DecodeConfig
 from translator.serving.app import ServeLimits, create_app
 from translator.serving.backend import Backend, open_backend
 
@@ -98,7 +99,7 @@ def serve(
     limits: ServeLimits | None = None,
     batch_window_ms: float = 5.0,
     max_batch_size: int = 64,
-    workers: int = 2,
+    workers: int = DecodeConfig.workers,
     max_requests: int | None = None,
     timeout: float | None = None,
 ) -> int:
