@@ -493,6 +493,14 @@ class TrainConfig:
         )
 
 
+# Bounds of the decoding options (see DecodeConfig.__post_init__).
+MAX_LENGTH_PENALTY = 10.0
+MAX_WORD_REWARD = 100.0
+MAX_OUTPUT_RATIO = 10.0
+MAX_OUTPUT_EXTRA = 1000
+MIN_TEMPERATURE = 1e-6
+
+
 @dataclass
 class DecodeConfig:
     """Decoding settings for translation and evaluation; every decoding option is checked here,
@@ -547,22 +555,32 @@ class DecodeConfig:
             p + "n_best",
             f"must not exceed decode.beam_size ({self.beam_size})",
         )
+        # The bounds keep every score finite in float32 (search computes in float32: a word
+        # reward of 1e39 or a penalty exponent of 1e3 made every score infinite) and every
+        # output buffer of a sane size; useful values lie far inside them.
         _check(
-            _finite(self.length_penalty) and self.length_penalty >= 0,
+            _finite(self.length_penalty) and 0 <= self.length_penalty <= MAX_LENGTH_PENALTY,
             p + "length_penalty",
-            f"must be a number >= 0, got {self.length_penalty!r}",
+            f"must be a number from 0 to {MAX_LENGTH_PENALTY} (0: none; GNMT uses 0.6-1.0), "
+            f"got {self.length_penalty!r}",
         )
         _check(
-            _finite(self.word_reward),
+            _finite(self.word_reward) and abs(self.word_reward) <= MAX_WORD_REWARD,
             p + "word_reward",
-            f"must be a finite number, got {self.word_reward!r}",
+            f"must be a number from -{MAX_WORD_REWARD} to {MAX_WORD_REWARD} (a bonus per output "
+            f"token in log-probability units), got {self.word_reward!r}",
         )
         _check(
-            _finite(self.max_output_ratio) and self.max_output_ratio > 0,
+            _finite(self.max_output_ratio) and 0 < self.max_output_ratio <= MAX_OUTPUT_RATIO,
             p + "max_output_ratio",
-            "must be positive",
+            f"must be a number above 0 and at most {MAX_OUTPUT_RATIO} (output tokens per source "
+            f"token), got {self.max_output_ratio!r}",
         )
-        _check(self.max_output_extra >= 0, p + "max_output_extra", "must be 0 or more")
+        _check(
+            0 <= self.max_output_extra <= MAX_OUTPUT_EXTRA,
+            p + "max_output_extra",
+            f"must be from 0 to {MAX_OUTPUT_EXTRA}, got {self.max_output_extra!r}",
+        )
         _check(self.min_output_length >= 0, p + "min_output_length", "must be 0 or more")
         _check(self.batch_size >= 1, p + "batch_size", "must be at least 1")
         _check(self.workers >= 1, p + "workers", "must be at least 1 (1: one batch at a time)")
@@ -573,9 +591,11 @@ class DecodeConfig:
             f"likely tokens), got {self.sampling_topk!r}",
         )
         _check(
-            _finite(self.sampling_temperature) and self.sampling_temperature > 0,
+            _finite(self.sampling_temperature)
+            and MIN_TEMPERATURE <= self.sampling_temperature <= 1 / MIN_TEMPERATURE,
             p + "sampling_temperature",
-            f"must be a number > 0, got {self.sampling_temperature!r}",
+            f"must be a number from {MIN_TEMPERATURE:g} to {1 / MIN_TEMPERATURE:g} (1: the "
+            f"model's distribution), got {self.sampling_temperature!r}",
         )
         _check(
             self.sampling_topk == 1 or self.beam_size == 1,

@@ -337,7 +337,10 @@ def test_cli_samples(tiny_attention_run):
     assert r.stdout.splitlines() == want
     for args, message in (
         (["--sampling-topk", "-1"], "decode.sampling_topk: must be 0"),
-        (["--sampling-temperature", "0"], "decode.sampling_temperature: must be a number > 0"),
+        (
+            ["--sampling-temperature", "0"],
+            "decode.sampling_temperature: must be a number from 1e-06",
+        ),
         (["--sampling-topk", "5", "--beam-size", "3"], "decode.beam_size 3"),
     ):
         r = cli("translate", tiny_attention_run, sources[0], *args)
