@@ -37,6 +37,30 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+OPTIONS = (
+    "beam_size",
+    "n_best",
+    "length_penalty",
+    "word_reward",
+    "max_output_ratio",
+    "max_output_extra",
+    "min_output_length",
+    "batch_size",
+    "workers",
+)
+
+
+def _name_the_flag(message: str, options: dict) -> str:
+    """`decode.beam_size: ...` as `--beam-size (decode.beam_size): ...` when the value came
+    from that flag (a value from the run's config keeps the config key alone)."""
+    for key, value in options.items():
+        if value is not None and message.startswith(f"decode.{key}:"):
+            return (
+                f"--{key.replace('_', '-')} ({message.split(':', 1)[0]}):{message.split(':', 1)[1]}"
+            )
+    return message
+
+
 def _check_sentences(run_dir: str, what: str) -> list[str]:
     from pathlib import Path
 
@@ -49,27 +73,21 @@ def _check_sentences(run_dir: str, what: str) -> list[str]:
         raise FileNotFoundError(
             f"--check: {what} is neither a split ({', '.join(SPLITS)}) nor a file"
         )
-    return read_lines(what)
+    sentences = read_lines(what)
+    if not any(s.strip() for s in sentences):
+        raise ValueError(f"--check: {what} has no sentences; a check of nothing would pass")
+    return sentences
 
 
 def cmd_export(args) -> int:
-    from translator.export import check_export, export_run, read_export_info
+    from translator.export import ExportError, check_export, export_run, read_export_info
 
     sentences = _check_sentences(args.run_dir, args.check) if args.check else None
-    out = export_run(
-        args.run_dir,
-        args.out_dir,
-        force=args.force,
-        beam_size=args.beam_size,
-        n_best=args.n_best,
-        length_penalty=args.length_penalty,
-        word_reward=args.word_reward,
-        max_output_ratio=args.max_output_ratio,
-        max_output_extra=args.max_output_extra,
-        min_output_length=args.min_output_length,
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
+    options = {key: getattr(args, key) for key in OPTIONS}
+    try:
+        out = export_run(args.run_dir, args.out_dir, force=args.force, **options)
+    except ExportError as e:
+        raise ExportError(_name_the_flag(str(e), options)) from None
     d = read_export_info(out)["decode"]
     search = "greedy search" if d["beam_size"] == 1 else f"beam search (beam {d['beam_size']})"
     print(f"exported {args.run_dir} to {out}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 
 from translator.pipelines import argtypes
 
@@ -56,6 +58,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-chars", "characters per sentence (default 2000)"),
         ("--max-body-bytes", "request body size in bytes (default 1000000)"),
         ("--max-beam-size", "largest beam a request may ask for (default 16)"),
+        (
+            "--max-request-seconds",
+            "seconds a /translate request may wait for its translation before a 503 (default 120)",
+        ),
     ):
         p.add_argument(flag, type=argtypes.positive_int, metavar="N", help=text)
     p.add_argument(
@@ -82,6 +88,7 @@ def cmd_serve(args) -> int:
         "max_sentences": args.max_sentences,
         "max_chars": args.max_chars,
         "max_beam_size": args.max_beam_size,
+        "max_request_seconds": args.max_request_seconds,
     }
     limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
     backend = open_backend(args.path)  # a clear error before anything listens
@@ -108,5 +115,16 @@ def cmd_serve(args) -> int:
         code = 0
     # Also after a normal return: uvicorn re-raises a captured Ctrl-C into asyncio's own SIGINT
     # handler, which turns it into KeyboardInterrupt only if the server's task is still running.
+    busy = [t for t in threading.enumerate() if t.name.startswith("decode") and t.is_alive()]
+    for thread in busy:  # idle decoding threads end at once; a running batch does not
+        thread.join(timeout=1.0)
+    if any(t.is_alive() for t in busy):
+        # The requests of batches still decoding were answered with a 503 before the server
+        # stopped; TensorFlow cannot stop a running search, and waiting for it could take
+        # minutes, so the process ends without it.
+        print("translator: server stopped (a batch still decoding was dropped)", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     print("translator: server stopped", file=sys.stderr)
     return code

@@ -277,3 +277,93 @@ def test_a_model_without_attention_exports_without_align(tiny_run, tmp_path):
     assert "align" not in read_export_info(out)["signatures"]
     report = check_export(out, _test_sources(tiny_run, 20) + EDGE_CASES)
     assert report.passed, report.mismatches
+
+
+def test_out_dirs_that_cannot_be_an_export_fail_before_any_work(
+    tiny_attention_run, tmp_path, monkeypatch, capsys
+):
+    """An empty OUT_DIR, the working directory (`.`) or one holding it, and a place the system
+    will not write in (it passes the permission check: /proc) are one line each, and leave
+    nothing behind."""
+    from translator.pipelines.cli import main
+
+    from translator.export import ExportError, export_run
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out, words in (("", "OUT_DIR is empty"), (".", "is the working directory"),
+                       ("..", "is the working directory or holds it")):  # fmt: skip
+        with pytest.raises(ExportError, match=words):
+            export_run(tiny_attention_run, out, force=True)
+    assert main(["export", str(tiny_attention_run), "/proc/no-such-export"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("translator: error: OUT_DIR /proc/no-such-export: cannot write in /proc")
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [work] and not any(work.iterdir())
+
+
+def test_an_export_that_another_one_wrote_meanwhile_is_not_replaced(tmp_path):
+    """Two exports to one OUT_DIR at once each write their own hidden directory; the one
+    finishing second replaces the other's only with --force (the check at the start cannot
+    see an export that is still being written)."""
+    from translator.export import ExportError, _replace_dir
+
+    target, new = tmp_path / "out", tmp_path / ".out.partial-1"
+    new.mkdir()
+    (new / "saved_model.pb").write_text("new")
+    target.mkdir()
+    (target / "saved_model.pb").write_text("theirs")
+    with pytest.raises(ExportError, match="written by someone else while this export ran"):
+        _replace_dir(new, target, False, target)
+    assert (target / "saved_model.pb").read_text() == "theirs"
+    _replace_dir(new, target, True, target)
+    assert (target / "saved_model.pb").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_export_flags_are_named_and_an_empty_check_file_fails(tiny_attention_run, tmp_path, capsys):
+    from translator.pipelines.cli import main
+
+    assert main(["export", str(tiny_attention_run), str(tmp_path / "a"), "--beam-size", "0"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "translator: error: --beam-size (decode.beam_size): must be at least 1"
+    )
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert (
+        main(["export", str(tiny_attention_run), str(tmp_path / "b"), "--check", str(empty)]) == 2
+    )
+    assert "has no sentences" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_server_refuses_an_export_without_its_decode_options(tiny_attention_export, tmp_path):
+    """The options fixed in the graph come from translator_export.json: without them the server
+    would refuse every request, so it does not start (a clear error naming the file)."""
+    from translator.export import EXPORT_INFO, ExportError, load_export_backend
+
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_attention_export, copy)
+    info = json.loads((copy / EXPORT_INFO).read_text(encoding="utf-8"))
+    (copy / EXPORT_INFO).write_text(json.dumps({**info, "decode": {"beam_size": None}}))
+    with pytest.raises(ExportError, match=rf"{EXPORT_INFO}: decode is damaged \(decode.beam_size"):
+        load_export_backend(copy)
+    (copy / EXPORT_INFO).unlink()
+    with pytest.raises(ExportError, match=rf"{EXPORT_INFO} is missing: it records the decoding"):
+        load_export_backend(copy)
+
+
+def test_the_export_backend_keeps_the_best_hypothesis_whatever_its_score(tiny_attention_export):
+    """Unused n-best slots (score -inf) are dropped, but never every hypothesis of a sentence."""
+    import tensorflow as tf
+
+    from translator.export import load_export_backend
+
+    backend = load_export_backend(tiny_attention_export)
+    backend._nbest = lambda text: {
+        "hypotheses": tf.constant([[b"a", b"b", b""]] * int(text.shape[0])),
+        "scores": tf.constant([[-float("inf"), -1.0, -float("inf")]] * int(text.shape[0])),
+    }
+    got = backend.translate(["x", "y"], beam_size=4, n_best=3, length_penalty=0.6)
+    assert got == [[("a", -float("inf")), ("b", -1.0)]] * 2

@@ -44,8 +44,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -436,7 +438,16 @@ def export_run(
         settings = ExportSettings.from_decode(config.decode, **overrides)
     except ConfigError as e:
         raise ExportError(str(e)) from None
+    if not str(out_dir).strip():
+        raise ExportError("OUT_DIR is empty; give the directory to write, e.g. exports/NAME")
     out = Path(out_dir)
+    target = Path(os.path.abspath(out))  # "." and ".." resolved: the directory really replaced
+    here = Path.cwd()
+    if target == here or target in here.parents:
+        raise ExportError(
+            f"OUT_DIR {out_dir} is the working directory or holds it; give a new directory, "
+            "e.g. exports/NAME"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ExportError(
             f"{out} already exists and is not empty; choose another OUT_DIR or pass --force to "
@@ -456,53 +467,75 @@ def export_run(
 
     from translator.translate import Translator
 
-    translator = Translator.load(run)
-    has_attention = getattr(translator.model, "attention", None) is not None
-    src = load_tokenizer(run.tokenizers, kind, "src")
-    assert isinstance(src, SentencePieceTokenizer)
-    module = _build_module(
-        translator.model,
-        run.tokenizer_file(kind, "src"),
-        run.tokenizer_file(kind, "tgt"),
-        src.lowercase,
-        settings,
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    signatures = {"serving_default": module.translate, "translate_nbest": module.translate_nbest}
-    if has_attention:
-        signatures["align"] = module.align
-    tf.saved_model.save(module, str(tmp), signatures=signatures)
-    import tensorflow_text
+    # The export is written into a hidden directory of its own beside OUT_DIR (made first: a
+    # place that cannot be written fails now, not after building the graph), then renamed.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # as `mkdir` would make it (mkdtemp's is private: 0700)
+    except OSError as e:
+        raise ExportError(
+            f"OUT_DIR {out}: cannot write in {target.parent} ({e.strerror or e})"
+        ) from None
+    try:
+        translator = Translator.load(run)
+        has_attention = getattr(translator.model, "attention", None) is not None
+        src = load_tokenizer(run.tokenizers, kind, "src")
+        assert isinstance(src, SentencePieceTokenizer)
+        module = _build_module(
+            translator.model,
+            run.tokenizer_file(kind, "src"),
+            run.tokenizer_file(kind, "tgt"),
+            src.lowercase,
+            settings,
+        )
+        signatures = {
+            "serving_default": module.translate,
+            "translate_nbest": module.translate_nbest,
+        }
+        if has_attention:
+            signatures["align"] = module.align
+        try:
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+        except tf.errors.OpError as e:  # e.g. the disk filled up, or the place is not writable
+            raise ExportError(f"OUT_DIR {out}: cannot write the SavedModel ({e.message})") from None
+        import tensorflow_text
 
-    atomic_write_json(
-        tmp / EXPORT_INFO,
-        {
-            "source_run": str(run.path.resolve()),
-            "model_file": str(run.model_file.resolve()),
-            "decode": dataclasses.asdict(settings),
-            "signatures": [*SIGNATURES, *(["align"] if has_attention else [])],
-            "attention": has_attention,
-            "tensorflow": tf.__version__,
-            "tensorflow_text": tensorflow_text.__version__,
-            "load": "import tensorflow_text before tf.saved_model.load (it registers the "
-            "SentencePiece ops)",
-        },
-    )
-    _replace_dir(tmp, out)
+        atomic_write_json(
+            tmp / EXPORT_INFO,
+            {
+                "source_run": str(run.path.resolve()),
+                "model_file": str(run.model_file.resolve()),
+                "decode": dataclasses.asdict(settings),
+                "signatures": [*SIGNATURES, *(["align"] if has_attention else [])],
+                "attention": has_attention,
+                "tensorflow": tf.__version__,
+                "tensorflow_text": tensorflow_text.__version__,
+                "load": "import tensorflow_text before tf.saved_model.load (it registers the "
+                "SentencePiece ops)",
+            },
+        )
+        _replace_dir(tmp, target, force, out)
+    finally:
+        if tmp.exists():  # an error or an interruption: nothing half-written stays
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _replace_dir(new: Path, out: Path) -> None:
-    """Rename `new` to `out`, replacing what `out` was only once `new` is whole."""
-    old = out.parent / f".{out.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old) if out.is_dir() else out.unlink()
-    new.rename(out)
+def _replace_dir(new: Path, target: Path, force: bool, given: Path) -> None:
+    """Rename `new` to `target`, replacing what `target` was only once `new` is whole, and only
+    with `force` (another export may have written it since this one started)."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+        raise ExportError(
+            f"{given} was written by someone else while this export ran; choose another OUT_DIR "
+            "or pass --force to replace it"
+        )
+    old = new.with_name(new.name + ".old")
+    if target.exists():
+        target.rename(old) if target.is_dir() else target.unlink()
+    new.rename(target)
     if old.exists():
         shutil.rmtree(old)
 
@@ -650,6 +683,29 @@ def load_saved_model(path: str | Path, info: dict | None = None):
         raise ExportError(f"{path} is a damaged export ({reason}); {again}") from None
 
 
+def _fixed_options(path: Path, info: dict) -> dict:
+    """The decoding options an export's graph fixes (`beam_size`, `n_best`, `length_penalty`),
+    from its `translator_export.json`; an `ExportError` naming that file when they are missing
+    or invalid (the server answers each request with them)."""
+    decode = info.get("decode")
+    where = path / EXPORT_INFO
+    again = (
+        f"export it again: translator export {info.get('source_run') or 'RUN_DIR'} {path} --force"
+    )
+    if not isinstance(decode, dict):
+        missing = "is missing" if not where.is_file() else "has no decode section"
+        raise ExportError(
+            f"{where} {missing}: it records the decoding options fixed in the export's graph, "
+            f"which the server needs; {again}"
+        )
+    fixed = {k: decode.get(k) for k in ("beam_size", "n_best", "length_penalty")}
+    try:
+        DecodeConfig(**fixed)
+    except (ConfigError, TypeError) as e:
+        raise ExportError(f"{where}: decode is damaged ({e}); {again}") from None
+    return fixed
+
+
 class ExportBackend:
     """An export seen by the server (`translator serve EXPORT_DIR`): decoding options are fixed
     inside the graph, so a request may only ask for those (or fewer hypotheses)."""
@@ -665,9 +721,8 @@ class ExportBackend:
         self._nbest = self._model.signatures["translate_nbest"]
         self._align = self._model.signatures.get("align")
         self.has_attention = self._align is not None
-        decode = info.get("decode") or {}
         self.name = self.path.resolve().name
-        self.defaults = {k: decode.get(k) for k in ("beam_size", "n_best", "length_penalty")}
+        self.defaults = _fixed_options(self.path, info)
 
     def translate(
         self, texts: list[str], *, beam_size: int, n_best: int, length_penalty: float
@@ -679,14 +734,15 @@ class ExportBackend:
             return []
         out = self._nbest(text=tf.constant(texts, tf.string))
         hyps, scores = out["hypotheses"].numpy(), out["scores"].numpy()
-        return [
-            [
+        results = []
+        for i in range(len(texts)):
+            pairs = [
                 (h.decode("utf-8"), float(sc))
                 for h, sc in zip(hyps[i][:n_best], scores[i][:n_best], strict=True)
-                if math.isfinite(sc)
             ]
-            for i in range(len(texts))
-        ]
+            # Unused n-best slots have score -inf; the best hypothesis always stays.
+            results.append(pairs[:1] + [p for p in pairs[1:] if math.isfinite(p[1])])
+        return results
 
     def align(self, text: str) -> dict:
         """As `PythonBackend.align`: tokens, translation and attention of the best hypothesis."""

@@ -79,6 +79,7 @@ def test_health_and_docs(server, tiny_attention_run):
         "max_sentences": 64,
         "max_chars": 2000,
         "max_beam_size": 16,
+        "max_request_seconds": 120,
     }
     status, spec = request(server.url, "/openapi.json")
     assert status == 200
@@ -182,6 +183,14 @@ BAD_REQUESTS = [
     ("nbest-3-beam-2", T, {"text": "a", "beam_size": 2, "n_best": 3}, "422 n_best: must not"),
     ("penalty-neg", T, {"text": "a", "length_penalty": -1}, "422 length_penalty: must be"),
     ("penalty-str", T, {"text": "a", "length_penalty": "x"}, "422 length_penalty: expected"),
+    # scores would be infinite in float32
+    ("penalty-huge", T, {"text": "a", "length_penalty": 1e308}, "422 length_penalty: must be a"),
+    (
+        "5000-digits",
+        T,
+        b'{"text": "a", "beam_size": ' + b"9" * 5000 + b"}",
+        "400 request body: a number has more than 4300 digits",
+    ),  # fmt: skip
     ("align-list", "/align", {"text": ["a"]}, "422 text: expected a string"),
     ("align-options", "/align", {"text": "a", "beam_size": 2}, "422 beam_size: unknown field"),
     ("align-long", "/align", {"text": BIG}, "422 text: 100000 characters"),
@@ -274,6 +283,32 @@ def test_content_type_is_json_or_absent(server, sentences, ctypes, expected):
         assert f"{status} {answer.get('error')}".startswith(expected), answer
         assert set(answer) == {"error"}
     assert server.stderr().count("Traceback") == tracebacks
+
+
+@pytest.mark.parametrize(
+    "path, headers, expected",
+    [
+        ("/translate?beam_size=0", [], "400 /translate?beam_size=0: query parameters are not read"),
+        ("/translate", [("Content-Encoding", "gzip")], "415 request body: Content-Encoding 'gzip'"),
+    ],
+)
+def test_query_strings_and_compressed_bodies_are_refused(server, path, headers, expected):
+    """Not silently ignored (options in the query) or read as garbage (a gzip body)."""
+    body = json.dumps({"text": "Hallo"}).encode()
+    status, answer = _post_with_headers(
+        server.url, path, body, [("Content-Type", "application/json"), *headers]
+    )
+    assert f"{status} {answer.get('error')}".startswith(expected), answer
+
+
+def test_an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent(server):
+    status_line, answer = _raw_exchange(
+        server.url,
+        b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line  # no "100 Continue" first
+    assert answer["error"].startswith("request body: over the limit of 1000000 bytes")
 
 
 def _raw_exchange(url: str, data: bytes) -> tuple[bytes, dict]:
@@ -588,10 +623,29 @@ def test_an_export_fixes_its_options():
         status, answer = request(url, "/translate", {"text": "x", "beam_size": 3})
         assert status == 422
         assert answer["error"].startswith("beam_size: this export fixes beam_size at 5")
+        # Fewer hypotheses than the export makes are given (the backend keeps the first ones).
         status, answer = request(url, "/translate", {"text": "x", "n_best": 1})
-        assert status == 422 and answer["error"].startswith("n_best: this export fixes")
+        assert status == 200 and len(answer["hypotheses"]) == 1, answer
+        status, answer = request(url, "/translate", {"text": "x", "n_best": 3})
+        assert status == 422 and answer["error"].startswith("n_best: this export fixes n_best at")
+        # The error names the option the client gave, not one it implies (n_best 2 > beam 1).
+        status, answer = request(url, "/translate", {"text": "x", "beam_size": 1})
+        assert status == 422
+        assert answer["error"].startswith("beam_size: this export fixes beam_size at 5"), answer
         health = request(url, "/health")[1]
         assert health["fixed_options"] is True and health["attention"] is False
+
+
+def test_an_export_beam_over_the_servers_limit_does_not_start():
+    from translator.serving.app import ServeLimits
+    from translator.serving.server import ServeError, serve
+
+    backend = FakeBackend(
+        fixed_options=True, defaults={"beam_size": 5, "n_best": 2, "length_penalty": 0.0}
+    )
+    with pytest.raises(ServeError, match="decodes with beam 5, over --max-beam-size 4"):
+        serve(backend, port=0, limits=ServeLimits(max_beam_size=4), timeout=1)
+    assert backend.calls == []  # refused before the warm-up
 
 
 def test_align_without_attention_is_a_400():
@@ -645,3 +699,78 @@ def test_serve_stops_after_its_timeout(capfd):
     assert serve(FakeBackend(), port=0, timeout=0.2) == 0
     assert time.monotonic() - started < 10
     assert re.fullmatch(r"serving on http://127\.0\.0\.1:\d+\n", capfd.readouterr().out)
+
+
+def test_a_request_over_the_time_limit_gets_a_503_and_its_queued_work_is_dropped():
+    from translator.serving.app import ServeLimits
+
+    backend = FakeBackend(delay=2.0)
+    with in_process(backend, ServeLimits(max_request_seconds=1), workers=1) as url:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(request, url, "/translate", {"text": "erster"})
+            time.sleep(0.3)  # "erster" is decoding; "zweiter" waits in the queue
+            second = pool.submit(request, url, "/translate", {"text": "zweiter"})
+            answers = [first.result(), second.result()]
+        time.sleep(2.5)  # the first batch ends; the second request's sentence is never decoded
+        assert [t for texts, _ in backend.calls for t in texts] == ["erster"]
+        assert request(url, "/health")[0] == 200
+    for status, answer in answers:
+        assert status == 503, answer
+        assert "longer than this server's limit of 1 s (--max-request-seconds)" in answer["error"]
+
+
+def test_a_client_that_disconnects_while_queued_is_not_decoded():
+    backend = FakeBackend(delay=1.5)
+    with in_process(backend, workers=1) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(request, url, "/translate", {"text": "bleibt"})
+            time.sleep(0.3)
+            body = json.dumps({"text": "geht"}).encode()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(
+                    b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                time.sleep(0.3)  # queued behind "bleibt"; then the client leaves
+            assert busy.result()[0] == 200
+        time.sleep(0.5)
+        assert [t for texts, _ in backend.calls for t in texts] == ["bleibt"]
+
+
+def test_stopping_the_server_answers_every_request_with_a_json_503():
+    """Queued requests at once; a batch still decoding when the grace period ends, just
+    before it (uvicorn would cancel it with a plain-text 500)."""
+    import uvicorn
+
+    from translator.serving.app import create_app
+    from translator.serving.server import _server_class, bind
+
+    backend = FakeBackend(delay=4.0)
+    app = create_app(backend, workers=1)
+    sock = bind("127.0.0.1", 0)
+    server = _server_class()(uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=2))
+    server.batcher = app.state.batcher
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with ThreadPoolExecutor(2) as pool:
+        decoding = pool.submit(request, url, "/translate", {"text": "eins"})
+        time.sleep(0.3)
+        queued = pool.submit(request, url, "/translate", {"text": "zwei"})
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        server.should_exit = True
+        answers = [queued.result(), decoding.result()]
+        answered = time.monotonic() - stopped
+    thread.join(20)
+    sock.close()
+    for status, answer in answers:
+        assert status == 503, answer
+        assert answer["error"] == "the server is shutting down; send the request again"
+    assert answered < 3.0  # before the decoding batch (4 s) ends
+    assert [t for texts, _ in backend.calls for t in texts] == ["eins"]

@@ -7,11 +7,13 @@ or an unexpected failure. Interactive OpenAPI docs are at `/docs`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from translator.config import ConfigError, DecodeConfig
 from translator.io import unicode_problem
 from translator.serving.backend import Backend
-from translator.serving.batcher import Batcher, Options
+from translator.serving.batcher import Batcher, Options, ShuttingDown
 
 log = logging.getLogger("translator.serving")
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -42,6 +44,9 @@ class ServeLimits:
     max_sentences: int = 64  # sentences per request
     max_chars: int = 2000  # characters per sentence
     max_beam_size: int = 16
+    # A /translate request still waiting after this many seconds gets a 503 (its sentences are
+    # dropped if their batch has not started; a batch being decoded runs to its end).
+    max_request_seconds: int = 120
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -291,8 +296,24 @@ class _BodyGuard:
         length = headers.get("content-length", "")
         declared = int(length) if length.isdigit() else None
         if declared is not None and declared > self.limit:
-            drain = declared <= self.DRAIN_BYTES
+            # A client that waits for `100 Continue` has sent nothing yet: answer at once.
+            waits = headers.get("expect", "").lower() == "100-continue"
+            drain = declared <= self.DRAIN_BYTES and not waits
             return await self._reject(413, too_big, scope, receive, send, drain=drain)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            message = (
+                f"request body: Content-Encoding {encoding!r} is not supported; send the JSON "
+                "uncompressed"
+            )
+            return await self._reject(415, message, scope, receive, send)
+        if scope.get("query_string"):
+            message = (
+                f"{scope['path']}?{scope['query_string'].decode('latin-1')[:100]}: query "
+                "parameters are not read; give the options in the JSON body, e.g. "
+                '{"text": "...", "beam_size": 5}'
+            )
+            return await self._reject(400, message, scope, receive, send)
         problem = content_type_problem(ctypes)
         if problem is not None:
             return await self._reject(*problem, scope, receive, send)
@@ -345,6 +366,13 @@ class _BodyGuard:
                 if not received.get("more_body", False):
                     break
         await _error(status, message, {"Connection": "close"})(scope, receive, send)
+
+
+async def _disconnected(connection: Request) -> None:
+    """Returns once the client has gone (the body is read: the server's next message for this
+    request is the disconnect)."""
+    while (await connection.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _finite(score: float) -> float | None:
@@ -426,6 +454,11 @@ def create_app(
             cause = exc.__cause__
             why = f" ({type(cause).__name__})" if cause is not None else ""
             message = f"request body: cannot be read as JSON{why}"
+            if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+                message = (
+                    f"request body: a number has more than {sys.get_int_max_str_digits()} "
+                    "digits; no option takes such a number"
+                )
         elif exc.status_code == 405 and message == "Method Not Allowed":
             allowed = (exc.headers or {}).get("Allow", "")
             message = f"{request.method} {request.url.path}: method not allowed; use {allowed}"
@@ -452,6 +485,17 @@ def create_app(
     def options(request: TranslateRequest) -> Options:
         given = {k: getattr(request, k) for k in OPTION_KEYS if getattr(request, k) is not None}
         merged = {**backend.defaults, **given}
+        if backend.fixed_options:  # first, so that the error names the option the client gave
+            for key, value in given.items():
+                fixed = backend.defaults[key]
+                fewer = key == "n_best" and isinstance(value, int) and 1 <= value <= fixed
+                if value != fixed and not fewer:
+                    at_most = " (n_best: at most that)" if key == "n_best" else ""
+                    fail(
+                        422,
+                        f"{key}: this export fixes {key} at {fixed}{at_most}; export with other "
+                        f"options, or serve the run directory to choose {key} per request",
+                    )
         try:
             DecodeConfig(**merged)
         except ConfigError as e:
@@ -462,15 +506,6 @@ def create_app(
                 f"beam_size: {given['beam_size']} is over this server's limit of "
                 f"{limits.max_beam_size}",
             )
-        if backend.fixed_options:
-            for key, value in given.items():
-                if value != backend.defaults[key]:
-                    fail(
-                        422,
-                        f"{key}: this export fixes {key} at {backend.defaults[key]}; export "
-                        f"with other options, or serve the run directory to choose {key} per "
-                        "request",
-                    )
         return Options(
             beam_size=int(merged["beam_size"]),
             n_best=int(merged["n_best"]),
@@ -483,7 +518,9 @@ def create_app(
         responses=ERRORS,
         summary="Translate a sentence or a list of sentences",
     )
-    async def translate(request: TranslateRequest) -> Translation | Translations:
+    async def translate(
+        request: TranslateRequest, connection: Request
+    ) -> Translation | Translations:
         """A string gives `{"translation", "score", "hypotheses"}`; a list gives
         `{"translations": [...]}`, one such object per sentence. Concurrent requests are decoded
         together in batches."""
@@ -491,8 +528,26 @@ def create_app(
         texts = [request.text] if single else request.text
         check_sentences(texts, single)
         chosen = options(request)
+        work = asyncio.ensure_future(batcher.translate(texts, chosen))
+        gone = asyncio.ensure_future(_disconnected(connection))
+        done, _ = await asyncio.wait(
+            {work, gone}, timeout=limits.max_request_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        gone.cancel()
+        if work not in done:  # its sentences leave the queue (a running batch is not stopped)
+            work.cancel()
+            if gone in done:
+                fail(400, "the client disconnected before its translation was ready")
+            fail(
+                503,
+                f"the translation took longer than this server's limit of "
+                f"{limits.max_request_seconds} s (--max-request-seconds); send fewer or shorter "
+                "sentences or a smaller beam_size, or try again when the server is less busy",
+            )
         try:
-            results = await batcher.translate(texts, chosen)
+            results = work.result()
+        except ShuttingDown as e:
+            fail(503, str(e))
         except Exception as e:
             log.error("translation failed", exc_info=e)
             fail(500, f"translation failed ({type(e).__name__}: {e}); see the server log")
@@ -518,6 +573,10 @@ def create_app(
         check_sentences([request.text], single=True)
         try:
             found = await batcher.call(backend.align, request.text)
+        except RuntimeError as e:  # the decoding threads were shut down
+            if "shutdown" not in str(e):
+                raise
+            fail(503, str(ShuttingDown()))
         except ValueError as e:
             fail(400, str(e))
         except Exception as e:

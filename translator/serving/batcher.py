@@ -30,6 +30,13 @@ T = TypeVar("T")
 log = logging.getLogger("translator.serving")
 
 
+class ShuttingDown(RuntimeError):
+    """The server is stopping: the request was not decoded (or not to the end)."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; send the request again")
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """The decoding options a batch shares."""
@@ -82,6 +89,8 @@ class Batcher:
         self._arrival: asyncio.Event | None = None
         self._collecting: asyncio.Lock | None = None  # one worker collects a batch at a time
         self._tasks: list[asyncio.Task] = []
+        self._decoding: list[list[_Request]] = []  # the batches in the decoding threads
+        self._closed = False
         # For /health and tests: how many backend calls, and sentences in them, so far.
         self.batches = 0
         self.sentences = 0
@@ -95,7 +104,27 @@ class Batcher:
             loop.create_task(self._run(), name=f"batcher-{i}") for i in range(self.workers)
         ]
 
+    def close(self) -> None:
+        """Take no more requests: new and queued ones (not yet decoding) fail with
+        `ShuttingDown` at once; the batches being decoded go on (see `abandon`)."""
+        self._closed = True
+        self._fail(self._queue, ShuttingDown())
+        self._queue.clear()
+
+    def abandon(self) -> None:
+        """Fail the requests of the batches still being decoded with `ShuttingDown` (their
+        threads finish the batch, whose results are dropped)."""
+        self.close()
+        for batch in self._decoding:
+            self._fail(batch, ShuttingDown())
+
+    @property
+    def decoding(self) -> int:
+        """How many batches are in the decoding threads now."""
+        return len(self._decoding)
+
     async def stop(self) -> None:
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -104,9 +133,7 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
-        for request in self._queue:
-            if not request.future.done():
-                request.future.set_exception(RuntimeError("the server is shutting down"))
+        self._fail(self._queue, ShuttingDown())
         self._queue.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -115,6 +142,8 @@ class Batcher:
         """The backend's n-best lists for `texts`, decoded in a batch with other requests."""
         if not self._tasks:
             raise RuntimeError("Batcher.start() was not called")
+        if self._closed:
+            raise ShuttingDown()
         if not texts:
             return []
         future = asyncio.get_running_loop().create_future()
@@ -153,6 +182,7 @@ class Batcher:
         while True:
             async with self._collecting:
                 batch = await self._collect()
+            self._decoding.append(batch)
             try:
                 await self._decode(batch)
             except asyncio.CancelledError:
@@ -161,6 +191,8 @@ class Batcher:
                 # A bug here must not stop the worker: every later request would wait forever.
                 log.error("the batcher failed", exc_info=e)
                 self._fail(batch, e)
+            finally:
+                self._decoding.remove(batch)
 
     def _take(self, options: Options) -> list[_Request]:
         """The oldest requests with `options`, up to `max_batch_size` sentences (at least one)."""
@@ -229,7 +261,7 @@ class Batcher:
                         r.future.set_result(alone)
                 return
         except asyncio.CancelledError:
-            self._fail(batch, RuntimeError("the server is shutting down"))
+            self._fail(batch, ShuttingDown())
             raise
         start = 0
         for r in batch:

@@ -72,6 +72,23 @@ def _server_class():
 
         announce: str = ""
         timeout: float | None = None
+        batcher = None  # the app's Batcher
+
+        async def shutdown(self, sockets=None) -> None:
+            """uvicorn's shutdown (stop listening, wait up to `timeout_graceful_shutdown` for
+            the requests in flight, then cancel them), with answers for every request: queued
+            ones get a JSON 503 at once, and those whose batch is still decoding just before
+            the grace period ends (rather than uvicorn's plain-text 500 when it cancels)."""
+            handle = None
+            if self.batcher is not None:
+                self.batcher.close()
+                grace = max((self.config.timeout_graceful_shutdown or 0) - 1.0, 0.0)
+                handle = asyncio.get_running_loop().call_later(grace, self.batcher.abandon)
+            try:
+                await super().shutdown(sockets=sockets)
+            finally:
+                if handle is not None:
+                    handle.cancel()
 
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
@@ -125,6 +142,13 @@ def serve(
     import uvicorn
 
     backend = open_backend(path) if isinstance(path, str | Path) else path
+    limits = limits or ServeLimits()
+    fixed_beam = backend.defaults.get("beam_size") if backend.fixed_options else None
+    if fixed_beam is not None and fixed_beam > limits.max_beam_size:
+        raise ServeError(
+            f"{backend.name}: the export decodes with beam {fixed_beam}, over --max-beam-size "
+            f"{limits.max_beam_size}; raise --max-beam-size or export with a smaller --beam-size"
+        )
     if not is_loopback(host):
         print(
             f"warning: --host {host} is not a loopback address: anyone who can reach this "
@@ -155,6 +179,7 @@ def serve(
     server = _server_class()(config)
     server.announce = f"serving on {url_of(host, sock.getsockname()[1])}"
     server.timeout = timeout
+    server.batcher = app.state.batcher
     try:
         server.run(sockets=[sock])
     finally:
