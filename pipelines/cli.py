@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -45,6 +46,8 @@ def _context(args) -> Context:
 def cmd_run(args) -> int:
     ctx = _context(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if not stages:
+        raise ConfigError(f"--stages: no stage given; valid choices: {', '.join(STAGES)}")
     for s in stages:
         if s not in STAGES:
             raise ConfigError(f"--stages: unknown stage {s!r}; valid choices: {', '.join(STAGES)}")
@@ -539,8 +542,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"translator: error: {_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("translator: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"translator: interrupted{_how_to_resume(args)}", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = _resource_error(e)
+        if message is None or args.verbose:
+            raise
+        print(f"translator: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _how_to_resume(args) -> str:
+    """What resumes an interrupted command (only the stages and `translate --output` can)."""
+    if args.command in ("run", "prepare", "tokenize", "train"):
+        if getattr(args, "force", False):
+            return "; rerun it without --force to resume (with --force it starts again)"
+        return "; rerun the same command to resume"
+    if args.command == "translate" and getattr(args, "output", None):
+        if getattr(args, "resume", False):
+            return "; rerun the same command to resume"
+        return f"; rerun it with --resume to continue {args.output} where it stopped"
+    return ""
+
+
+def _resource_error(e: Exception) -> str | None:
+    """One line for TensorFlow running out of memory or disk (a model, batch or input too large
+    for this machine, a full disk), else None (a bug: the traceback is shown)."""
+    if type(e).__name__ != "ResourceExhaustedError" or not type(e).__module__.startswith(
+        "tensorflow"
+    ):
+        return None
+    text = str(getattr(e, "message", e))
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "No space left on device" in text:
+        where = re.search(r"([^\s;:]*/[^\s;:]+)[;:]? No space left on device", text)
+        return f"no space left on device{f' writing {where.group(1)}' if where else ''}"
+    shape = re.search(r"OOM when allocating tensor with shape\s*\[[^\]]*\]", text)
+    return (
+        f"out of memory ({shape.group(0) if shape else first[:200]}): the model, its batches or an "
+        "input are too large for this machine's memory; use smaller model.* sizes, "
+        "train.batch_tokens or decode.batch_size, or shorter inputs"
+    )
 
 
 if __name__ == "__main__":

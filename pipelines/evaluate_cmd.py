@@ -9,6 +9,7 @@ translator plot RUN_DIR [RUN_DIR ...] --output FILE.png
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -102,6 +103,39 @@ def is_stage_form(args) -> bool:
     return False
 
 
+# What `write_results` writes into --output-dir.
+OUTPUT_SUFFIXES = (".hyp.txt", ".scores.json", ".sentences.tsv", ".bleu-by-length.png")
+OUTPUT_NAMES = ("results.json", "results.csv")
+
+
+def _refuse_outputs_over_inputs(output_dir: Path, targets: list, test_specs: list[str]) -> None:
+    """Before any work: --output-dir may not be inside a run being evaluated (its evaluate stage
+    owns eval/, and its cache would then describe other files), and no input test file may lie
+    in it under a name of the outputs (it would be overwritten, e.g. `x.hyp.txt`)."""
+    out = output_dir.resolve()
+    for target in targets:
+        for run in target if isinstance(target, list) else [target]:
+            run_path = Path(run).resolve()
+            owned = RunDir(run_path).eval_dir.resolve()
+            if out in (run_path, owned) or owned in out.parents:
+                raise ValueError(
+                    f"--output-dir {output_dir} is the run directory {run} or its eval/, which "
+                    "the run's evaluate stage owns (it would no longer describe its files); "
+                    "give another directory, e.g. the default evaluation/"
+                )
+    for spec in test_specs:
+        for part in re.split(r"[=,]", spec):
+            path = Path(part.strip())
+            if not part.strip() or not path.is_file() or path.resolve().parent != out:
+                continue
+            if path.name in OUTPUT_NAMES or path.name.endswith(OUTPUT_SUFFIXES):
+                raise ValueError(
+                    f"--test {spec}: {path} is in --output-dir {output_dir} under a name the "
+                    "evaluation writes (results.*, *.hyp.txt, *.scores.json, *.sentences.tsv, "
+                    "*.bleu-by-length.png); give another --output-dir"
+                )
+
+
 def run_evaluate(args) -> int:
     from translator.pipelines.cli import _ensemble_members
 
@@ -115,6 +149,7 @@ def run_evaluate(args) -> int:
     )
     # RUN_A+RUN_B: one system, the ensemble of the runs (a list of run directories).
     targets = [members if len(members := _ensemble_members(t)) > 1 else t for t in args.targets]
+    _refuse_outputs_over_inputs(output_dir, targets, args.test or [])
     rows = evaluate(
         targets,
         test_sets=args.test or None,

@@ -405,10 +405,41 @@ def run_stages(ctx: Context, stages: list[str]) -> None:
             )
         run_stage(ctx, "train")
         return
+    _refuse_a_foreign_directory(ctx.run)
     with ctx.run.lock():
         for stage in STAGES:
             if stage in stages:
                 run_stage(ctx, stage)
+
+
+def _refuse_a_foreign_directory(run: RunDir) -> None:
+    """A run directory is new, empty, or one this tool made (it takes its `.lock` before
+    writing anything, and records finished stages in `stages/`). Any other directory is refused
+    before anything is written: the stages would replace its `config.yaml` and `data/*.tsv`
+    (e.g. `--run-dir .` in a project whose corpus is data/train.tsv)."""
+    path = run.path
+    if not path.is_dir() or run.lock_file.exists() or (path / "stages").is_dir():
+        return
+    if any(path.iterdir()):
+        raise StageError(
+            f"run directory {path} is not empty and is not a run directory (no .lock or stages/ "
+            "in it): the stages would write over its config.yaml and data/; give a new or empty "
+            "directory (--run-dir)"
+        )
+
+
+def _refuse_to_overwrite_inputs(ctx: Context) -> None:
+    """The corpus files prepare reads must not be the split files it writes."""
+    d = ctx.config.data
+    outputs = {ctx.run.split(split).resolve(): split for split in SPLITS}
+    for key in ("train", "valid", "test"):
+        for given in (getattr(d, key) or "").split(","):
+            if given.strip() and Path(given.strip()).resolve() in outputs:
+                raise StageError(
+                    f"data.{key}: {given.strip()} is the run directory's own "
+                    f"data/{outputs[Path(given.strip()).resolve()]}.tsv, which prepare writes; "
+                    "keep the corpus outside the run directory, or give another --run-dir"
+                )
 
 
 def _record_config(ctx: Context, stage: str) -> None:
@@ -440,6 +471,7 @@ def prepare(ctx: Context) -> dict:
     """
     cfg = ctx.config
     d = cfg.data
+    _refuse_to_overwrite_inputs(ctx)
     report = ReadReport()
     raw_train = read_split(d, "train", report)  # a missing file fails here, before anything
     raw = {split: read_split(d, split, report) for split in ("valid", "test")}

@@ -23,6 +23,9 @@ def test_overrides_parse_yaml_values():
     assert cfg.train.epochs == 3
     assert cfg.model.encoder.cell == "gru"
     assert cfg.train.learning_rate == pytest.approx(1e-3)
+    for bad in ("train..epochs=3", ".train.epochs=3", "train.epochs.=3"):
+        with pytest.raises(ConfigError, match="the key has an empty part"):
+            load_config(TINY, overrides=[bad])
 
 
 def test_unknown_key_names_the_path_and_the_valid_keys():
@@ -110,6 +113,7 @@ def test_missing_and_malformed_config_files(tmp_path):
         ("model", {"embedding_dim": 0}, "model.embedding_dim", "at least 1"),
         ("train", {"seed": 2**32}, "train.seed", "2**32"),
         ("train", {"seed": -3}, "train.seed", "2**32"),
+        ("train", {"min_learning_rate": 0.1}, "train.min_learning_rate", "must not exceed"),
         ("decode", {"workers": 0}, "decode.workers", "at least 1"),
         ("decode", {"workers": 1.5}, "decode.workers", "an integer"),
         # Values that fit a Python float but make float32 scores infinite, or buffers huge.
@@ -122,6 +126,7 @@ def test_missing_and_malformed_config_files(tmp_path):
         ("decode", {"max_output_extra": 10**9}, "decode.max_output_extra", "from 0 to 1000"),
         ("decode", {"sampling_temperature": 1e-40}, "decode.sampling_temperature", "from 1e-06"),
         ("decode", {"sampling_temperature": 1e9}, "decode.sampling_temperature", "to 1e+06"),
+        ("model", {"tied_embeddings": True}, "model.tied_embeddings", "tokenizer.joint_vocab"),
         ("eval", {"metrics": []}, "eval.metrics", "at least one metric; valid choices: bleu"),
         ("eval", {"metrics": ["bleu", "bleu"]}, "eval.metrics", "bleu given more than once"),
     ],

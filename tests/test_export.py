@@ -367,3 +367,21 @@ def test_the_export_backend_keeps_the_best_hypothesis_whatever_its_score(tiny_at
     }
     got = backend.translate(["x", "y"], beam_size=4, n_best=3, length_penalty=0.6)
     assert got == [[("a", -float("inf")), ("b", -1.0)]] * 2
+
+
+def test_a_run_command_on_an_export_or_a_file_says_what_it_was_given(
+    tiny_attention_export, tiny_attention_run, tmp_path
+):
+    """Not "has no trained model; run translator run CONFIG --run-dir EXPORT" (which would write a
+    run into the export)."""
+    r = run_main("translate", tiny_attention_export, "Hallo.")
+    assert r.returncode == 2
+    assert f"{tiny_attention_export} is an export (a SavedModel), not a run directory" in r.stderr
+    assert "translator serve" in r.stderr
+    r = run_main("translate", tiny_attention_run / "config.yaml", "Hallo.")
+    assert r.returncode == 2 and "run directory is a file, not a run directory" in r.stderr
+    run = tmp_path / "run"
+    shutil.copytree(tiny_attention_run, run)
+    (run / "config.yaml").unlink()
+    r = run_main("translate", run, "Hallo.")
+    assert r.returncode == 2 and "holds a model but not the config that describes it" in r.stderr

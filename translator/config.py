@@ -296,7 +296,8 @@ class ModelConfig:
       own bias (Press & Wolf, 2017); needs `model.decoder.units == model.embedding_dim`, as in
       JoeyNMT and OpenNMT-py (no extra linear layer).
     - `tied_embeddings`: one embedding matrix for source and target; needs one vocabulary
-      (`tokenizer.joint_vocab`), checked when the model is built.
+      (`tokenizer.joint_vocab`), checked when the config loads (and the sizes when the model is
+      built).
     - `src_word_dropout`, `tgt_word_dropout`: during training, each source (target input) token's
       whole embedding is zeroed with this probability, the others scaled by `1 / (1 - p)`
       (Sennrich & Zhang, 2019; Nematus' `dropout_source`/`dropout_target`).
@@ -455,6 +456,12 @@ class TrainConfig:
             _finite(self.learning_rate) and self.learning_rate > 0,
             p + "learning_rate",
             "must be positive",
+        )
+        _check(
+            self.min_learning_rate <= self.learning_rate,
+            p + "min_learning_rate",
+            f"must not exceed train.learning_rate ({self.learning_rate}): the rate only decays "
+            f"down to it, got {self.min_learning_rate}",
         )
         _check(
             self.shuffle_buffer is None or self.shuffle_buffer >= 1,
@@ -667,6 +674,12 @@ class Config:
             "'de-en-lstm' (or give --run-dir explicitly)",
         )
         tok, train = self.tokenizer, self.train
+        _check(
+            not self.model.tied_embeddings or tok.joint_vocab,
+            "model.tied_embeddings",
+            "needs tokenizer.joint_vocab: true (one vocabulary for both sides); with two "
+            "tokenizers, source piece k and target piece k are unrelated and would share a vector",
+        )
         if train.sampling_alpha > 0:  # subword sampling: what the tokenizer allows
             _check(
                 tok.type == "sentencepiece",
@@ -791,9 +804,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    path = [k for k in key.strip().split(".") if k]
-    if not path:
+    path = key.strip().split(".")
+    if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")
+    if not all(path):
+        raise ConfigError(f"override {text!r}: the key has an empty part; write section.key=value")
     for part, what in ((key, "key"), (raw, "value")):
         problem = describe_unicode_problem(part)
         if problem is not None:  # a byte that is not UTF-8, decoded with surrogateescape

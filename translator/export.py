@@ -161,17 +161,20 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
 
     def window_size(sorted_len, start):
         """How many of the length-sorted sentences from `start` on make the next window: as
-        `batching.length_sorted_windows` with the limits of `translate.py` (at least
-        `batch_size`, at most `WINDOW_BATCHES` batches, and no more once padding them to the
-        longest would add more than `WINDOW_PADDING` of their tokens or pass `WINDOW_TOKENS`
-        positions)."""
+        `batching.length_sorted_windows` with the limits of `translate.py` (at least one
+        sentence, at most `WINDOW_BATCHES` batches and `WINDOW_TOKENS` padded positions, and
+        past `batch_size` sentences no more once padding them to the longest would add more
+        than `WINDOW_PADDING` of their tokens)."""
         seg = sorted_len[start : start + WINDOW_BATCHES * s.batch_size]
         members = tf.range(1, tf.size(seg) + 1)
         padded = tf.cast(members * seg[0], tf.float64)
         grown = tf.cumsum(tf.cast(seg, tf.float64))
         ok = tf.logical_or(
-            members <= s.batch_size,
-            tf.logical_and(padded <= (1 + WINDOW_PADDING) * grown, padded <= WINDOW_TOKENS),
+            members == 1,
+            tf.logical_and(
+                padded <= WINDOW_TOKENS,
+                tf.logical_or(members <= s.batch_size, padded <= (1 + WINDOW_PADDING) * grown),
+            ),
         )
         return tf.reduce_sum(tf.math.cumprod(tf.cast(ok, tf.int32)))
 
@@ -290,7 +293,9 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
                 """Where the window (greedy) or batch that starts at `start` ends."""
                 if windowed:
                     return start + window_size(sorted_len, start)
-                return tf.minimum(start + s.batch_size, total)
+                # `length_sorted_batches` with `WINDOW_TOKENS`: a long input has fewer rows.
+                rows = tf.clip_by_value(WINDOW_TOKENS // sorted_len[start], 1, s.batch_size)
+                return tf.minimum(start + rows, total)
 
             # The groups' bounds in `order`: [G + 1], 0 first and `total` last.
             def next_bound(start, ta):

@@ -253,11 +253,23 @@ class RunDir:
     def require_trained(self) -> RunDir:
         """`self`, or :class:`ModelNotFoundError` saying which stage to run."""
         if not self.path.is_dir():
-            raise ModelNotFoundError(f"run directory not found: {self.path}")
-        if not self.is_trained():
-            missing = self.model_file if not self.model_file.is_file() else self.config_file
+            what = "is a file, not a run directory" if self.path.exists() else "not found"
+            raise ModelNotFoundError(f"run directory {what}: {self.path}")
+        if (self.path / "saved_model.pb").is_file():
             raise ModelNotFoundError(
-                f"{missing} not found: {self.path} has no trained model; run the `train` stage "
-                f"first: translator run CONFIG --run-dir {self.path} --stages prepare,tokenize,train"
+                f"{self.path} is an export (a SavedModel), not a run directory; serve it with "
+                f"translator serve {self.path}, or load it with tf.saved_model.load (README, "
+                "Deploy), or give the run directory it was exported from"
+            )
+        if not self.is_trained():
+            if self.model_file.is_file():
+                raise ModelNotFoundError(
+                    f"{self.config_file} not found: {self.path} holds a model but not the config "
+                    "that describes it; copy the run's config.yaml back (or train the run again)"
+                )
+            raise ModelNotFoundError(
+                f"{self.model_file} not found: {self.path} has no trained model; run the `train` "
+                f"stage first: translator run CONFIG --run-dir {self.path} --stages "
+                "prepare,tokenize,train"
             )
         return self

@@ -62,8 +62,9 @@ def bench_config(
     """Measure the stages of one config into `run_dir` (which must not hold a run yet)."""
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)  # a bad config fails here, before anything runs
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "bench-scale.log"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the run directory: a stage refuses a non-empty directory that is not a run yet.
+    log_path = run_dir.parent / f"{run_dir.name}.bench-scale.log"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TRANSLATOR_VERBOSE", None)
     stages = []

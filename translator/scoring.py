@@ -30,6 +30,8 @@ from translator.data.tokenizers import PAD_ID
 from translator.decoding.contract import Seq2SeqStepModel, StepModel, as_step_model, stepper_of
 from translator.decoding.ensemble import EnsembleStepModel
 
+SCORE_TOKENS = 16384  # padded source + target positions a scoring batch holds at most
+
 
 @dataclass(frozen=True)
 class ScoredPair:
@@ -136,7 +138,8 @@ class Scorer:
         totals = [0.0 if not t else -math.inf for t in targets]
         real = [i for i, s in enumerate(sources) if len(s)]
         lengths = [len(sources[i]) + len(targets[i]) for i in real]
-        for batch in length_sorted_batches(lengths, batch_size):
+        # At most SCORE_TOKENS padded positions a batch: its logits are [rows, T, V].
+        for batch in length_sorted_batches(lengths, batch_size, SCORE_TOKENS):
             idx = [real[j] for j in batch]
             log_probs = self._log_probs(
                 tf.constant(pad_batch([sources[i] for i in idx])),

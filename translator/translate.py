@@ -27,8 +27,8 @@ from translator.scoring import ScoredPair, Scorer
 # before padding its sources to its longest would add more than WINDOW_PADDING of its tokens
 # (the attention reads the padding), or than WINDOW_TOKENS padded source positions: a window's
 # encoder outputs are held at once (the flagship: 3 KB a position, 48 MB at most; long inputs get
-# windows of fewer sentences, down to one batch). On the flagship's shape, valid and test together:
-# 1.29-1.34x the sentences/s of fixed batches with the same outputs (32 batches, no cap: 1.37x).
+# windows of fewer sentences, down to one; beam search's batches have the same cap). On the
+# flagship's shape, valid and test together: 1.29-1.34x the sentences/s of fixed batches with the same outputs (32 batches, no cap: 1.37x).
 WINDOW_BATCHES = 8
 WINDOW_PADDING = 1.0
 WINDOW_TOKENS = 16384
@@ -190,7 +190,7 @@ class Translator:
                 WINDOW_TOKENS,
             )
         else:
-            groups = length_sorted_batches(lengths, settings.batch_size)
+            groups = length_sorted_batches(lengths, settings.batch_size, WINDOW_TOKENS)
 
         def decode(batch: list[int]) -> list[list[Hypothesis]]:
             idx = [real[j] for j in batch]
@@ -429,7 +429,7 @@ def _alignments(
     best = [per_input[0] for per_input in hyps]
     matrices = [np.zeros((len(h.tokens) + 1, 0), np.float32) for h in best]
     real = [i for i, ids in enumerate(encoded) if ids]
-    for batch in length_sorted_batches([len(encoded[i]) for i in real], batch_size):
+    for batch in length_sorted_batches([len(encoded[i]) for i in real], batch_size, WINDOW_TOKENS):
         idx = [real[j] for j in batch]
         src = pad_batch([encoded[i] for i in idx])
         tgt_in = pad_batch([[BOS_ID, *best[i].tokens] for i in idx])

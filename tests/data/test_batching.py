@@ -65,12 +65,23 @@ def test_length_sorted_windows():
         assert padded <= 1.5 * real or len(w) == 8
     assert max(len(w) for w in windows) == 64
     assert length_sorted_windows([5, 1], 8, 64, 0.0) == [[0, 1]]
-    # At most max_tokens padded positions, but never less than a batch.
+    # At most max_tokens padded positions (at least one sentence: a long one alone).
     capped = length_sorted_windows(lengths, 8, 64, 0.5, max_tokens=200)
     assert [i for w in capped for i in w] == flat
-    assert all(len(w) * lengths[w[0]] <= 200 or len(w) == 8 for w in capped[:-1])
-    assert any(len(w) == 8 for w in capped) and any(len(w) > 8 for w in capped)
+    assert all(len(w) * lengths[w[0]] <= 200 for w in capped)
+    assert any(len(w) < 8 for w in capped) and any(len(w) > 8 for w in capped)
+    assert length_sorted_windows([3, 500, 4], 8, 64, 0.5, max_tokens=100) == [[1], [2, 0]]
     assert length_sorted_windows([], 8, 64, 0.5) == []
+
+
+def test_length_sorted_batches_keep_a_very_long_input_apart():
+    """With `max_tokens`, a batch holds no more rows than fit padded to its longest."""
+    lengths = [5] * 10 + [100_000] + [7] * 5
+    batches = length_sorted_batches(lengths, 4, max_tokens=64)
+    assert batches[0] == [10]  # the long input alone (more than max_tokens by itself)
+    assert [len(b) for b in batches[1:]] == [4, 4, 4, 3]
+    assert sorted(i for b in batches for i in b) == list(range(16))
+    assert length_sorted_batches(lengths, 4)[0] == [10, 11, 12, 13]  # no cap: batches of 4
 
 
 def test_without_autotune_the_batches_are_the_same():

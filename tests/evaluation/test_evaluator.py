@@ -70,3 +70,23 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
         assert "translator: error:" in r.stderr and expected in r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_output_dirs_that_would_overwrite_inputs_or_a_runs_own_files_are_refused(
+    tiny_run, tmp_path
+):
+    """Before any decoding: a test file in --output-dir under an output's name, and the run
+    directory or its eval/ (the evaluate stage's files) as --output-dir."""
+    out = tmp_path / "ev"
+    out.mkdir()
+    hyp, ref = out / "x.hyp.txt", out / "ref.txt"
+    hyp.write_text("Das Haus.\nDer Hund.\n", encoding="utf-8")
+    ref.write_text("The house.\nThe dog.\n", encoding="utf-8")
+    r = run_main("evaluate", tiny_run, "--test", f"x={hyp},{ref}", "--output-dir", out)
+    assert r.returncode == 2 and "under a name the evaluation writes" in r.stderr, r.stderr
+    assert hyp.read_text(encoding="utf-8") == "Das Haus.\nDer Hund.\n"
+    eval_files = sorted(p.name for p in (tiny_run / "eval").iterdir())
+    for inside in (tiny_run / "eval", tiny_run):
+        r = run_main("evaluate", tiny_run, "--test", f"x={ref},{ref}", "--output-dir", inside)
+        assert r.returncode == 2 and "which the run's evaluate stage owns" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tiny_run / "eval").iterdir()) == eval_files

@@ -60,6 +60,8 @@ def test_cli_errors_are_clear(tiny_run, tmp_path):
     assert r.returncode == 2 and f"{bad}:2" in r.stderr
     r = run_main("run", TINY, "--stages", "prepare,fly", "--run-dir", tmp_path / "y")
     assert r.returncode == 2 and "fly" in r.stderr and "tokenize" in r.stderr
+    r = run_main("run", TINY, "--stages", " , ", "--run-dir", tmp_path / "y")
+    assert r.returncode == 2 and "--stages: no stage given; valid choices: prepare" in r.stderr
     r = run_main("translate", tiny_run, "a", "b", "--plot-attention", tmp_path / "a.png")
     assert r.returncode == 2 and "exactly one SENTENCE" in r.stderr and "Traceback" not in r.stderr
 

@@ -255,3 +255,37 @@ def test_input_may_be_a_pipe(tiny_run):
         os.close(read)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 2 and "translated 2 lines" in r.stderr
+
+
+def test_running_out_of_memory_or_disk_is_one_line_and_resuming_is_said_right():
+    """TensorFlow's ResourceExhaustedError (a model or input too large, a full disk) is a user's
+    problem, not a bug: one line. After Ctrl-C, the hint says what really resumes."""
+    import argparse
+
+    import tensorflow as tf
+    from translator.pipelines.cli import _how_to_resume, _resource_error
+
+    oom = tf.errors.ResourceExhaustedError(
+        None, None, "OOM when allocating tensor with shape[64000000,192] and type float"
+    )
+    assert _resource_error(oom).startswith(
+        "out of memory (OOM when allocating tensor with shape[64000000,192]): the model"
+    )
+    full = tf.errors.ResourceExhaustedError(
+        None, None, "r/logs/tensorboard/train/events.out; No space left on device [Op:X]"
+    )
+    assert _resource_error(full) == (
+        "no space left on device writing r/logs/tensorboard/train/events.out"
+    )
+    assert _resource_error(ValueError("a bug")) is None
+
+    def hint(command, **options):
+        return _how_to_resume(argparse.Namespace(command=command, **options))
+
+    assert hint("train", force=False) == "; rerun the same command to resume"
+    assert "without --force" in hint("train", force=True)
+    assert hint("translate", output="out.txt", resume=False) == (
+        "; rerun it with --resume to continue out.txt where it stopped"
+    )
+    assert hint("translate", output=None, resume=False) == ""
+    assert hint("evaluate") == ""

@@ -154,3 +154,31 @@ def test_checkpoints_of_an_interrupted_training_with_other_settings_are_kept(tin
     assert r.returncode == 2, r.stdout
     assert "holds a trained model (last.keras)" in r.stderr and "train.clip_norm" in r.stderr
     assert (run_dir / "checkpoints" / "last.keras").read_bytes() == last
+
+
+def test_a_directory_that_is_not_a_run_is_never_written_over(tmp_path, monkeypatch):
+    """`--run-dir .` in a project directory, or any non-empty directory this tool did not make:
+    refused before anything is written (prepare would replace config.yaml and data/*.tsv)."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    pairs = "".join(f"Haus {i}\tHouse {i}\n" for i in range(300))
+    (project / "data" / "train.tsv").write_text(pairs, encoding="utf-8")
+    (project / "config.yaml").write_text("# my notes\n", encoding="utf-8")
+    monkeypatch.chdir(project)
+    corpus = ["--set", "data.corpus=tsv", "--set", "data.train=data/train.tsv"]
+    r = run_main("run", TINY, "--run-dir", ".", "--stages", "prepare", *corpus)
+    assert r.returncode == 2, r.stderr
+    assert "is not empty and is not a run directory" in r.stderr and "Traceback" not in r.stderr
+    assert (project / "data" / "train.tsv").read_text(encoding="utf-8") == pairs
+    assert (project / "config.yaml").read_text(encoding="utf-8") == "# my notes\n"
+    assert sorted(p.name for p in project.iterdir()) == ["config.yaml", "data"]
+
+    # In a run directory (after a first stage), the corpus still may not be one of its splits.
+    run = tmp_path / "run"
+    assert run_main("run", TINY, "--run-dir", run, "--stages", "prepare", *corpus).returncode == 0
+    inside = ["--set", "data.corpus=tsv", "--set", f"data.train={run / 'data' / 'train.tsv'}"]
+    before = (run / "data" / "train.tsv").read_text(encoding="utf-8")
+    r = run_main("run", TINY, "--run-dir", run, "--stages", "prepare", "--force", *inside)
+    assert r.returncode == 2, r.stderr
+    assert "is the run directory's own data/train.tsv, which prepare writes" in r.stderr
+    assert (run / "data" / "train.tsv").read_text(encoding="utf-8") == before

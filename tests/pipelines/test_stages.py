@@ -257,7 +257,10 @@ NEW_KEYS = {  # options added after run directories existed: section -> {key: a 
     "tokenizer": {"tokenizer.joint_vocab": "true"},
     "data": {"data.sentence_repeats": "2"},
 }  # fmt: skip
-BASE_OVERRIDES = {"data": ["data.use_phrases=true"]}  # what a new key's non-default value needs
+BASE_OVERRIDES = {  # what a new key's non-default value needs
+    "data": ["data.use_phrases=true"],
+    "model": ["tokenizer.joint_vocab=true"],  # model.tied_embeddings
+}
 
 
 @pytest.mark.parametrize("section", sorted(NEW_KEYS))

@@ -264,10 +264,23 @@ def _longest_first(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), for fast decoding."""
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), for fast decoding: up to
+    `batch_size` each, and (with `max_tokens`) no more rows than keep the batch padded to its
+    longest within `max_tokens` positions (at least one sentence): a very long input is not
+    padded together with 63 others (a 1M-token line in a batch of 64 once asked for 49 GB)."""
     order = _longest_first(lengths)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        rows = batch_size
+        if max_tokens is not None:
+            rows = max(1, min(batch_size, max_tokens // max(1, lengths[order[start]])))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def length_sorted_windows(
@@ -280,10 +293,10 @@ def length_sorted_windows(
     """Indices sorted as :func:`length_sorted_batches`, in windows for a search that steps
     `batch_size` sentences at a time and refills them from its window.
 
-    A window holds at least `batch_size` sentences (fewer only at the end) and at most
-    `max_sentences`; it stops growing before padding its sentences to its longest would add more
-    than `max_padding` (a fraction of its real tokens), or make more than `max_tokens` padded
-    positions (the memory a window holds at once).
+    A window holds at least `batch_size` sentences (fewer only at the end, or when `max_tokens`
+    says so) and at most `max_sentences`; it stops growing before padding its sentences to its
+    longest would add more than `max_padding` (a fraction of its real tokens), or make more than
+    `max_tokens` padded positions (the memory a window holds at once; at least one sentence).
     """
     order = _longest_first(lengths)
     windows: list[list[int]] = []
@@ -292,10 +305,11 @@ def length_sorted_windows(
         longest, total, end = lengths[order[start]], 0, start
         while end < len(order) and end - start < max_sentences:
             grown = total + lengths[order[end]]
-            if end - start >= batch_size:
-                padded = (end - start + 1) * longest
-                if padded > (1 + max_padding) * grown or padded > (max_tokens or padded):
-                    break
+            padded = (end - start + 1) * longest
+            if end > start and padded > (max_tokens or padded):
+                break
+            if end - start >= batch_size and padded > (1 + max_padding) * grown:
+                break
             total, end = grown, end + 1
         windows.append(order[start:end])
         start = end
