@@ -494,6 +494,10 @@ def prepare(ctx: Context) -> dict:
                 "pairs to cut valid and test from and train on the rest (give more pairs, or "
                 "data.valid and data.test)"
             ) from None
+        # A split given as a file is not also cut from train (its pairs would be in no split);
+        # the other keeps the positions the seed gives it.
+        valid_at = [] if raw["valid"] is not None else valid_at
+        test_at = [] if raw["test"] is not None else test_at
         heldout: dict[int, Pair | None] = dict.fromkeys([*valid_at, *test_at])
         again = iter_clean(
             _progress(read_split(d, "train"), "[prepare] writing (pass 2 of 2)", "pairs", n),

@@ -179,6 +179,19 @@ def test_evaluation_pairs_that_also_occur_in_train_are_counted_and_said(tmp_path
     assert f"note: {n} of the {n} valid pairs" in capsys.readouterr().out
 
 
+def test_a_split_given_as_a_file_is_not_also_cut_from_train(tmp_path):
+    """Only data.valid given: test is cut from train, and no pair is lost to a second valid
+    split that would be thrown away (20 of 400 pairs once ended in no split)."""
+    pairs = [f"Satz {i}\tSentence {i}\n" for i in range(400)]
+    train, valid = tmp_path / "train.tsv", tmp_path / "valid.tsv"
+    train.write_text("".join(pairs), encoding="utf-8")
+    valid.write_text("Neu\tNew\nAuch neu\tAlso new\n", encoding="utf-8")
+    sets = ["data.corpus=tsv", f"data.train={train}", f"data.valid={valid}"]
+    summary = run_stage(Context(load_config(TINY, overrides=sets), tmp_path / "run"), "prepare")
+    assert summary["valid_pairs"] == 2
+    assert summary["train_pairs"] + summary["test_pairs"] == 400, summary
+
+
 def test_a_vocabulary_smaller_than_asked_for_is_said(tmp_path, capsys):
     """SentencePiece stops where the training text runs out of pieces (`hard_vocab_limit` off):
     the tokenize stage says so instead of leaving the smaller size to be noticed."""
