@@ -23,6 +23,8 @@ def test_overrides_parse_yaml_values():
     assert cfg.train.epochs == 3
     assert cfg.model.encoder.cell == "gru"
     assert cfg.train.learning_rate == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match=r"data.corpus: .*valid choices"):
+        load_config(TINY, overrides=["data.corpus=tfds:"])  # YAML alone reads {"tfds": None}
     for bad in ("train..epochs=3", ".train.epochs=3", "train.epochs.=3"):
         with pytest.raises(ConfigError, match="the key has an empty part"):
             load_config(TINY, overrides=[bad])

@@ -820,6 +820,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: cannot parse value: {e}") from None
+    if isinstance(value, dict) and not raw.strip().startswith("{"):
+        value = raw.strip()  # `tfds:` or `a: b` is a string here (a mapping is written {k: v})
     return path, value
 
 
@@ -874,7 +876,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8-sig"))
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data[:start].count(b"\n") + 1
+        column = start - data.rfind(b"\n", 0, start)
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[start]:02x} at column {column}); save "
+            "the config as UTF-8"
+        ) from None
+    try:
+        loader = _UniqueKeyLoader(text)
         loader.name = str(path)  # errors point at the file, not "<unicode string>"
         try:
             values = loader.get_single_data()
@@ -882,8 +895,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
             loader.dispose()
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid UTF-8: {e}") from None
     if not values:
         raise ConfigError(
             f"{path}: empty config; a config sets at least one section (see configs/)"

@@ -150,15 +150,29 @@ def read_metrics_log(run_dir: str | Path | RunDir) -> list[dict]:
         raise FileNotFoundError(
             f"{path} not found: {run.path} has no training log; run the `train` stage first"
         )
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        fields = reader.fieldnames or []
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable CSV training log ({e})") from None
     for col in ("epoch", "loss"):
         if col not in fields:
             raise ValueError(f"{path}: not a training log (no {col!r} column)")
     if not rows:
         raise ValueError(f"{path}: no epochs logged yet")
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        for key in ("epoch", "loss", "val_loss", "val_bleu"):
+            value = row.get(key)
+            try:
+                if value not in (None, ""):
+                    int(value) if key == "epoch" else float(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{path}:{line}: {key} is {value!r}, not a number; the log is damaged (the "
+                    "train stage writes it again from its checkpoints' state when it resumes)"
+                ) from None
     return rows
 
 

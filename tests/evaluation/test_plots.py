@@ -46,3 +46,18 @@ def test_the_suffix_gives_the_format_and_an_unknown_one_is_refused(runs, tmp_pat
     )
     assert ".pdf" in err and ".svg" in err and "\n" not in err
     assert not (tmp_path / "curves.txt").exists()
+
+
+def test_a_damaged_training_log_is_named_with_its_line(tmp_path, capsys):
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    for content, expected in (
+        ("epoch,loss\n1,2.5\n2,abc\n", "metrics.csv:3: loss is 'abc', not a number"),
+        (b"epoch,loss\n1,\xd0\xff\n", "metrics.csv: not a readable CSV training log"),
+    ):
+        data = content.encode() if isinstance(content, str) else content
+        (logs / "metrics.csv").write_bytes(data)
+        assert main(["plot", str(tmp_path / "run"), "--output", str(tmp_path / "c.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("translator: error: ") and expected in err, err
+        assert "Traceback" not in err and not (tmp_path / "c.png").exists()

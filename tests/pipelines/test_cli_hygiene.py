@@ -96,6 +96,11 @@ def test_config_file_problems_are_one_line_errors(tmp_path):
         ("decode.length_penalty=.nan", "decode.length_penalty"),
     ):
         _clean_error(run_main("prepare", TINY, "--set", override), key)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"name: x\ndata:\n  corpus: tsv  # Gr\xfc\xdfe\n")
+    _clean_error(
+        run_main("prepare", latin1), f"{latin1}:3: not valid UTF-8 (byte 0xfc at column 20)"
+    )
     bom = tmp_path / "bom.yaml"
     bom.write_bytes(b"\xef\xbb\xbf" + TINY.read_bytes())
     r = run_main("prepare", bom, "--run-dir", tmp_path / "run")
