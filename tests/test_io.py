@@ -7,6 +7,7 @@ import pytest
 
 from translator.io import (
     OutputPathError,
+    atomic_path,
     atomic_write_text,
     check_output_path,
     check_replaceable,
@@ -52,3 +53,17 @@ def test_check_replaceable(tmp_path):
     with pytest.raises(OutputPathError, match="not written by this command"):
         check_replaceable(other, "--output", run, lambda d: False)
     check_replaceable(other, "--output", run, lambda d: True)  # an earlier output
+
+
+def test_an_atomic_write_that_fails_without_a_file_name_names_its_target(tmp_path):
+    """A full disk under a writer that names no file (Keras' zip writer) still names the file."""
+    import errno
+
+    target = tmp_path / "model.keras"
+    with pytest.raises(OSError) as e, atomic_path(target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert e.value.filename == str(target) and e.value.errno == errno.ENOSPC
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as e, atomic_path(target):
+        raise OSError(errno.EACCES, "Permission denied", "/somewhere/else")
+    assert e.value.filename == "/somewhere/else"  # a named file stays named

@@ -49,6 +49,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        # A writer that names no file (e.g. a full disk under Keras' zip writer): name `path`.
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
