@@ -385,3 +385,8 @@ def test_a_run_command_on_an_export_or_a_file_says_what_it_was_given(
     (run / "config.yaml").unlink()
     r = run_main("translate", run, "Hallo.")
     assert r.returncode == 2 and "holds a model but not the config that describes it" in r.stderr
+    (run / "config.yaml").write_text("", encoding="utf-8")  # emptied: not read as the defaults
+    r = run_main("translate", run, "Hallo.")
+    assert (
+        r.returncode == 2 and "config.yaml is empty: the run's resolved config is lost" in r.stderr
+    )

@@ -213,8 +213,16 @@ class RunDir:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not a readable YAML config ({e})") from None
+        if not values:
+            raise ConfigError(
+                f"{path} is empty: the run's resolved config is lost (a run directory's "
+                "config.yaml is never empty); rerun `translator run CONFIG --run-dir "
+                f"{self.path}` with the config it was made with, which writes it again"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: not a config (a mapping of sections); the file is damaged")
         try:
-            return config_from_dict(values or {})
+            return config_from_dict(values)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
 
