@@ -24,6 +24,7 @@ from translator.io import (
     atomic_write_json,
     check_output_path,
     check_replaceable,
+    current_umask,
     read_json,
     require_utf8_path,
 )
@@ -169,9 +170,8 @@ def write_run_dir(run: RunDir, out: Path, model, record: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = RunDir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        umask = os.umask(0)  # mkdtemp made it private (0700): the mode of a normal new directory
-        os.umask(umask)
-        os.chmod(tmp.path, 0o777 & ~umask)
+        # mkdtemp made it private (0700): the mode of a normal new directory
+        os.chmod(tmp.path, 0o777 & ~current_umask())
         shutil.copy2(run.config_file, tmp.config_file)
         shutil.copytree(run.tokenizers, tmp.tokenizers)
         if run.split("train").parent.is_dir():

@@ -103,15 +103,12 @@ def is_stage_form(args) -> bool:
     return False
 
 
-# What `write_results` writes into --output-dir.
-OUTPUT_SUFFIXES = (".hyp.txt", ".scores.json", ".sentences.tsv", ".bleu-by-length.png")
-OUTPUT_NAMES = ("results.json", "results.csv")
-
-
 def _refuse_outputs_over_inputs(output_dir: Path, targets: list, test_specs: list[str]) -> None:
     """Before any work: --output-dir may not be inside a run being evaluated (its evaluate stage
     owns eval/, and its cache would then describe other files), and no input test file may lie
     in it under a name of the outputs (it would be overwritten, e.g. `x.hyp.txt`)."""
+    from translator.evaluation.report import OUTPUT_SUFFIXES, RESULT_FILES
+
     out = output_dir.resolve()
     for target in targets:
         for run in target if isinstance(target, list) else [target]:
@@ -128,7 +125,7 @@ def _refuse_outputs_over_inputs(output_dir: Path, targets: list, test_specs: lis
             path = Path(part.strip())
             if not part.strip() or not path.is_file() or path.resolve().parent != out:
                 continue
-            if path.name in OUTPUT_NAMES or path.name.endswith(OUTPUT_SUFFIXES):
+            if path.name in RESULT_FILES or path.name.endswith(OUTPUT_SUFFIXES):
                 raise ValueError(
                     f"--test {spec}: {path} is in --output-dir {output_dir} under a name the "
                     "evaluation writes (results.*, *.hyp.txt, *.scores.json, *.sentences.tsv, "

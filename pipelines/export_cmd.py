@@ -55,9 +55,8 @@ def _name_the_flag(message: str, options: dict) -> str:
     from that flag (a value from the run's config keeps the config key alone)."""
     for key, value in options.items():
         if value is not None and message.startswith(f"decode.{key}:"):
-            return (
-                f"--{key.replace('_', '-')} ({message.split(':', 1)[0]}):{message.split(':', 1)[1]}"
-            )
+            config_key, _, reason = message.partition(":")
+            return f"--{key.replace('_', '-')} ({config_key}):{reason}"
     return message
 
 

@@ -433,12 +433,13 @@ def _refuse_to_overwrite_inputs(ctx: Context) -> None:
     d = ctx.config.data
     outputs = {ctx.run.split(split).resolve(): split for split in SPLITS}
     for key in ("train", "valid", "test"):
-        for given in (getattr(d, key) or "").split(","):
-            if given.strip() and Path(given.strip()).resolve() in outputs:
+        for given in filter(None, (part.strip() for part in (getattr(d, key) or "").split(","))):
+            split = outputs.get(Path(given).resolve())
+            if split is not None:
                 raise StageError(
-                    f"data.{key}: {given.strip()} is the run directory's own "
-                    f"data/{outputs[Path(given.strip()).resolve()]}.tsv, which prepare writes; "
-                    "keep the corpus outside the run directory, or give another --run-dir"
+                    f"data.{key}: {given} is the run directory's own data/{split}.tsv, which "
+                    "prepare writes; keep the corpus outside the run directory, or give another "
+                    "--run-dir"
                 )
 
 

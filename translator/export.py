@@ -57,6 +57,7 @@ from translator.io import (
     atomic_write_json,
     check_output_path,
     check_replaceable,
+    current_umask,
     require_utf8_path,
 )
 from translator.rundir import RunDir
@@ -453,7 +454,7 @@ def export_run(
             f"OUT_DIR {out_dir} is the working directory or holds it; give a new directory, "
             "e.g. exports/NAME"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+    if _occupied(out) and not force:
         raise ExportError(
             f"{out} already exists and is not empty; choose another OUT_DIR or pass --force to "
             "replace it"
@@ -477,9 +478,7 @@ def export_run(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # as `mkdir` would make it (mkdtemp's is private: 0700)
+        tmp.chmod(0o777 & ~current_umask())  # as `mkdir` would make it (mkdtemp's is 0700)
     except OSError as e:
         raise ExportError(
             f"OUT_DIR {out}: cannot write in {target.parent} ({e.strerror or e})"
@@ -529,10 +528,15 @@ def export_run(
     return out
 
 
+def _occupied(path: Path) -> bool:
+    """`path` exists and is not an empty directory (writing the export there needs `force`)."""
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
 def _replace_dir(new: Path, target: Path, force: bool, given: Path) -> None:
     """Rename `new` to `target`, replacing what `target` was only once `new` is whole, and only
     with `force` (another export may have written it since this one started)."""
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+    if _occupied(target) and not force:
         raise ExportError(
             f"{given} was written by someone else while this export ran; choose another OUT_DIR "
             "or pass --force to replace it"

@@ -45,9 +45,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp creates the file private (0600); give it the permissions of a normal new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except OSError as e:
         if e.errno is None or e.filename is not None:
@@ -57,6 +55,14 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: there is no getter), for giving a file
+    or directory made private by `tempfile` the permissions a plain `open` or `mkdir` gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def atomic_leftovers(directory: Path, name: str = "*") -> list[Path]:

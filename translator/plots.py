@@ -167,8 +167,8 @@ def read_metrics_log(run_dir: str | Path | RunDir) -> list[dict]:
             value = row.get(key)
             try:
                 if value not in (None, ""):
-                    int(value) if key == "epoch" else float(value)
-            except (TypeError, ValueError):
+                    (int if key == "epoch" else float)(value)
+            except ValueError:
                 raise ValueError(
                     f"{path}:{line}: {key} is {value!r}, not a number; the log is damaged (the "
                     "train stage writes it again from its checkpoints' state when it resumes)"

@@ -28,7 +28,8 @@ from translator.scoring import ScoredPair, Scorer
 # (the attention reads the padding), or than WINDOW_TOKENS padded source positions: a window's
 # encoder outputs are held at once (the flagship: 3 KB a position, 48 MB at most; long inputs get
 # windows of fewer sentences, down to one; beam search's batches have the same cap). On the
-# flagship's shape, valid and test together: 1.29-1.34x the sentences/s of fixed batches with the same outputs (32 batches, no cap: 1.37x).
+# flagship's shape, valid and test together: 1.29-1.34x the sentences/s of fixed batches with the
+# same outputs (32 batches, no cap: 1.37x).
 WINDOW_BATCHES = 8
 WINDOW_PADDING = 1.0
 WINDOW_TOKENS = 16384

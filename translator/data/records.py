@@ -37,7 +37,14 @@ import tensorflow as tf
 
 from translator.data.corpus import Pair, iter_tsv
 from translator.data.tokenizers import Tokenizer, load_tokenizer
-from translator.io import ArtifactError, atomic_path, atomic_write_json, file_digest, read_json
+from translator.io import (
+    ArtifactError,
+    atomic_path,
+    atomic_write_json,
+    current_umask,
+    file_digest,
+    read_json,
+)
 from translator.rundir import RunDir
 
 FORMAT = 1
@@ -124,8 +131,7 @@ def write_records(
         if not lengths:
             raise ValueError(f"no pairs to write beside {manifest_path}")
         names = [shard_name(prefix, i, len(shards)) for i in range(len(shards))]
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         for (tmp, _), name in zip(shards, names, strict=True):
             os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, directory / name)

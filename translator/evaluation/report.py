@@ -129,6 +129,13 @@ def _cell(text: str) -> str:
     return text.replace("\t", " ").replace("\n", " ")
 
 
+# The files `write_results` writes: per row (by kind), per plot group, and for the whole run.
+ROW_FILES = {"hypotheses": ".hyp.txt", "scores": ".scores.json", "sentences": ".sentences.tsv"}
+PLOT_SUFFIX = ".bleu-by-length.png"
+RESULT_FILES = ("results.json", "results.csv")
+OUTPUT_SUFFIXES = (*ROW_FILES.values(), PLOT_SUFFIX)
+
+
 def write_results(
     rows: list[EvalRow],
     output_dir: str | Path,
@@ -151,15 +158,11 @@ def write_results(
     out = Path(output_dir)
     metrics = list(metrics) if metrics else [m for m in METRICS if rows and m in rows[0].scores]
     for row, stem in zip(rows, _row_stems(rows), strict=True):
-        row.files = {
-            "hypotheses": str(out / f"{stem}.hyp.txt"),
-            "scores": str(out / f"{stem}.scores.json"),
-            "sentences": str(out / f"{stem}.sentences.tsv"),
-        }
+        row.files = {kind: str(out / f"{stem}{suffix}") for kind, suffix in ROW_FILES.items()}
     groups = _plot_groups(rows)
     for stem, group in groups.items():
         for row in group:
-            row.files["length_plot"] = str(out / f"{stem}.bleu-by-length.png")
+            row.files["length_plot"] = str(out / f"{stem}{PLOT_SUFFIX}")
     for row in rows:
         atomic_write_text(row.files["hypotheses"], "".join(_cell(h) + "\n" for h in row.hypotheses))
         atomic_write_json(row.files["scores"], row.to_dict())
@@ -171,7 +174,7 @@ def write_results(
         atomic_write_text(row.files["sentences"], "".join(lines))
     for stem, group in groups.items():
         title = f"BLEU by source length: {group[0].test_set}, {group[0].setting}"
-        plot_bleu_by_length(group, out / f"{stem}.bleu-by-length.png", title=title)
+        plot_bleu_by_length(group, out / f"{stem}{PLOT_SUFFIX}", title=title)
     results = {
         "metrics": metrics,
         "bootstrap": bootstrap if len({r.model for r in rows}) > 1 else 0,
@@ -179,14 +182,15 @@ def write_results(
         "sentence_signatures": sentence_signatures(),
         "rows": [r.to_dict() for r in rows],
     }
-    atomic_write_json(out / "results.json", results)
+    json_path, csv_path = (out / name for name in RESULT_FILES)
+    atomic_write_json(json_path, results)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_csv_fields(metrics), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow(_csv_row(row, metrics))
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    return {"json": out / "results.json", "csv": out / "results.csv"}
+    atomic_write_text(csv_path, buf.getvalue())
+    return {"json": json_path, "csv": csv_path}
 
 
 # -- text output -----------------------------------------------------------------------------------

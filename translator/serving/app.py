@@ -573,10 +573,8 @@ def create_app(
         check_sentences([request.text], single=True)
         try:
             found = await batcher.call(backend.align, request.text)
-        except RuntimeError as e:  # the decoding threads were shut down
-            if "shutdown" not in str(e):
-                raise
-            fail(503, str(ShuttingDown()))
+        except ShuttingDown as e:
+            fail(503, str(e))
         except ValueError as e:
             fail(400, str(e))
         except Exception as e:

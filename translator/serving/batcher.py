@@ -118,13 +118,8 @@ class Batcher:
         for batch in self._decoding:
             self._fail(batch, ShuttingDown())
 
-    @property
-    def decoding(self) -> int:
-        """How many batches are in the decoding threads now."""
-        return len(self._decoding)
-
     async def stop(self) -> None:
-        self._closed = True
+        self.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -133,8 +128,6 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
-        self._fail(self._queue, ShuttingDown())
-        self._queue.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- requests ------------------------------------------------------------------------------
@@ -153,6 +146,8 @@ class Batcher:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in the decoding thread (between batches), e.g. `backend.align`."""
+        if self._closed:
+            raise ShuttingDown()
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- the worker ----------------------------------------------------------------------------
