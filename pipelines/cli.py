@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -516,6 +518,16 @@ def _os_error(e: OSError) -> str:
     return f"{name}: {reason}" if name is not None else reason
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's or `kill`'s stop), raised in the main thread as Ctrl-C is, so
+    that the same clean-up runs: temporary files removed, worker threads and child processes
+    stopped, the resume hint printed."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
@@ -529,6 +541,18 @@ def main(argv: list[str] | None = None) -> int:
             args.sentences = [*args.sentences, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    previous = None
+    if args.command != "serve" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)  # uvicorn handles it in `serve`
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
+    """Run the parsed command; user mistakes, refused paths and interruptions end in one line."""
     try:
         if args.command in TENSORFLOW_COMMANDS and args.command != "translate":
             import_tensorflow_quietly()  # `translate` checks its arguments first
@@ -541,9 +565,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"translator: error: {_os_error(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"translator: interrupted{_how_to_resume(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"translator: {stopped}{_how_to_resume(args)}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         message = _resource_error(e)
         if message is None or args.verbose:

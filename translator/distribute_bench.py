@@ -34,10 +34,19 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def _wait(procs: list[subprocess.Popen], timeout: float) -> None:
-    for p in procs:
-        _, err = p.communicate(timeout=timeout)
-        if p.returncode != 0:
-            raise RuntimeError(f"{' '.join(p.args)} failed:\n{err[-2000:]}")
+    """Wait for the processes (each within `timeout` seconds); when one fails, times out or the
+    wait is interrupted (Ctrl-C, SIGTERM), those still running are killed: a worker of
+    `multi_worker` would otherwise wait for its peer forever."""
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=timeout)
+            if p.returncode != 0:
+                raise RuntimeError(f"{' '.join(p.args)} failed:\n{err[-2000:]}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
 
 
 def free_loopback_ports(n: int) -> list[int]:

@@ -88,7 +88,8 @@ def _lines(log, start):
     return ("\n" + log.with_suffix(".out").read_text()).count("\n" + start)
 
 
-def _kill_at(kind, proc, run_dir, log, rng):
+def _reach(kind, proc, run_dir, log, rng):
+    """Wait until the process is at a moment of `kind` (see KILLS)."""
     # Keras prints `Epoch N/M` as an epoch begins; the trainer `epoch N: ...` once it is saved.
     if kind == "start-up":
         lock = run_dir / ".lock"
@@ -101,6 +102,10 @@ def _kill_at(kind, proc, run_dir, log, rng):
     elif kind == "epoch":
         _wait_for(proc, log, lambda: _lines(log, "Epoch ") >= 2)
         time.sleep(rng.uniform(0.0, 0.1))  # into it (its 5 steps take longer on any machine)
+
+
+def _kill_at(kind, proc, run_dir, log, rng):
+    _reach(kind, proc, run_dir, log, rng)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, _output(log)
@@ -139,3 +144,37 @@ def test_training_survives_kill_9_at_random_points(tiny_run, tmp_path):
     src = np.array([[5, 6, 7]], np.int32)
     assert model((src, src)).shape[-1] == model.tgt_vocab_size
     assert not list(run_dir.rglob(".*.tmp*"))  # interrupted writes are cleaned up
+
+
+def test_sigterm_ends_training_like_ctrl_c(tiny_run, tmp_path):
+    """SIGTERM (`kill`, a job scheduler's stop) in the middle of an epoch's checkpoint writes: the
+    process ends as after Ctrl-C, with exit code 143 and the resume hint, the write under way
+    removed; the rerun resumes."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    for rel in ("checkpoints", "logs", "eval"):
+        shutil.rmtree(run_dir / rel)
+    for rel in ("model.keras", "stages/train.json", "stages/evaluate.json"):
+        (run_dir / rel).unlink()
+    log = tmp_path / "terminated"
+    proc = _train(run_dir, log)
+    try:
+        _reach("checkpoint", proc, run_dir, log, random.Random(1))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, _output(log)
+    err = log.with_suffix(".err").read_text()
+    assert err.strip().splitlines()[-1] == (
+        "translator: terminated; rerun the same command to resume"
+    ), err
+    assert "Traceback" not in err
+    assert not list(run_dir.rglob(".*.tmp*"))
+    log = tmp_path / "rerun"
+    proc = _train(run_dir, log)
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, _output(log)
+    assert _epochs(run_dir) == list(range(1, EPOCHS + 1)), _output(log)

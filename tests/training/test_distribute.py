@@ -252,3 +252,19 @@ def test_bench_distribute_checks_its_config_before_training(capsys):
 
     assert main(["bench-distribute", str(TINY), "--set", "train.cpu_devices=0"]) == 2
     assert "train.cpu_devices" in capsys.readouterr().err
+
+
+def test_the_distribute_bench_stops_the_other_workers_when_one_fails():
+    """A failed worker of `bench-distribute` does not leave its peer waiting for it forever."""
+    from translator.distribute_bench import _wait
+
+    def python(code):
+        return subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    failing = python("import sys; sys.exit('worker 0 failed')")
+    waiting = python("import time; time.sleep(120)")
+    with pytest.raises(RuntimeError, match="worker 0 failed"):
+        _wait([failing, waiting], timeout=60)
+    assert waiting.poll() is not None  # killed, not left running
