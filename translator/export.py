@@ -114,7 +114,7 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
     import tensorflow_text as tf_text
 
     from translator.data.tokenizers import BOS_ID, EOS_ID
-    from translator.decoding.contract import as_step_model
+    from translator.decoding.contract import Seq2SeqStepModel
     from translator.decoding.search import beam_loop, greedy_decode, greedy_loop
     from translator.translate import WINDOW_BATCHES, WINDOW_PADDING, WINDOW_TOKENS
 
@@ -126,7 +126,12 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
         tok = tf_text.SentencepieceTokenizer(model=path.read_bytes(), out_type=tf.int32, name=name)
         return tok, tf.saved_model.Asset(str(path))
 
-    step_model = as_step_model(model)
+    # The input tables (`Seq2Seq.input_tables`) are saved as variables: once, not per function.
+    tables = tf.nest.map_structure(
+        lambda x: None if x is None else tf.Variable(x, trainable=False, name="input_table"),
+        model.input_tables(),
+    )
+    step_model = Seq2SeqStepModel(model, tables=tables)
     whitespace = _whitespace_class()
     n_best, k = s.n_best, s.beam_size
     neg_inf = tf.constant(-math.inf, tf.float32)
@@ -276,6 +281,7 @@ def _build_module(model, src_model: Path, tgt_model: Path, lowercase: bool, s: E
             # Keras 3 variables are not TensorFlow trackables: track the tf.Variables inside them
             # (as keras.export.ExportArchive does); the model itself stays out of the object graph.
             self.model_variables = [v.value for v in model.variables]
+            self.input_tables = [x for x in tf.nest.flatten(tables) if x is not None]
             self.src_tokenizer, self.src_model_asset = tokenizer(src_model, "src_sentencepiece")
             self.tgt_tokenizer, self.tgt_model_asset = tokenizer(tgt_model, "tgt_sentencepiece")
 

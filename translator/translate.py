@@ -16,6 +16,7 @@ from translator.config import DecodeConfig
 from translator.data.batching import length_sorted_batches, length_sorted_windows, pad_batch
 from translator.data.corpus import normalize
 from translator.data.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
+from translator.decoding.contract import as_step_model
 from translator.decoding.sampling import DEFAULT_SEED, Sampler, check_seed
 from translator.decoding.search import Hypothesis, Searcher, max_output_lengths
 from translator.io import unicode_problem
@@ -66,6 +67,10 @@ class Translator:
         src_tokenizer: source tokenizer.
         tgt_tokenizer: target tokenizer.
         decode: default decoding settings.
+        fixed_weights: the model's weights do not change while this translator is used (as with
+            :meth:`load`): search then gathers the first recurrent layers' input products from
+            tables computed once (`Seq2Seq.input_tables`), the same results with less work.
+            Leave it False for a model that is being trained.
 
     Example:
         >>> t = Translator.load("runs/ding-de-en-lstm")
@@ -81,13 +86,18 @@ class Translator:
         src_tokenizer: Tokenizer,
         tgt_tokenizer: Tokenizer,
         decode: DecodeConfig | None = None,
+        fixed_weights: bool = False,
     ):
         self.model = model
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.decode = decode or DecodeConfig()
-        self.searcher = Searcher(model, bos_id=BOS_ID, eos_id=EOS_ID)
-        self.sampler = Sampler(model, bos_id=BOS_ID, eos_id=EOS_ID)
+        step_model = as_step_model(model, fixed_weights)
+        make_tables = getattr(step_model, "input_tables", None)
+        if callable(make_tables):
+            make_tables()  # now, before any decoding thread traces a search
+        self.searcher = Searcher(step_model, bos_id=BOS_ID, eos_id=EOS_ID)
+        self.sampler = Sampler(step_model, bos_id=BOS_ID, eos_id=EOS_ID)
         self.scorer = Scorer(model, bos_id=BOS_ID, eos_id=EOS_ID)
         # The longest training source in tokens, when known: much longer inputs get a warning.
         self.max_train_src_tokens: int | None = None
@@ -126,7 +136,7 @@ class Translator:
                 UserWarning,
                 stacklevel=2,
             )
-        translator = cls(model, src_tok, tgt_tok, config.decode)
+        translator = cls(model, src_tok, tgt_tok, config.decode, fixed_weights=True)
         translator.max_train_src_tokens = run.stage_summary("tokenize").get("src_max_tokens")
         return translator
 
@@ -151,7 +161,7 @@ class Translator:
                         f"have different {what} vocabularies (train them on the same tokenize "
                         "stage, e.g. copies of one run directory with different train.seed)"
                     )
-        model = EnsembleStepModel([m.model for m in members])
+        model = EnsembleStepModel([m.model for m in members], fixed_weights=True)
         translator = cls(model, first.src_tokenizer, first.tgt_tokenizer, first.decode)
         translator.max_train_src_tokens = first.max_train_src_tokens
         return translator

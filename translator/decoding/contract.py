@@ -24,6 +24,7 @@ satisfy it by implementing the two methods.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,13 +53,37 @@ class Seq2SeqStepModel:
 
     `memory` is the model's `EncoderOutput` without its `states` (they are the `state`), and a step is
     `log_softmax(decode_step(...))` in float32.
+
+    With `fixed_weights` (the model's weights do not change while it is searched: a model loaded
+    for translation), the model's `input_tables()` are computed once, on first use, and the
+    encoder and each step gather rows of them instead of multiplying embeddings by the first
+    layers' input kernels: the same results, less work (see `Seq2Seq.input_tables`). `tables`:
+    such tables made beforehand (e.g. an export's variables), which implies `fixed_weights`.
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, fixed_weights: bool = False, tables: Any = None):
         self.model = model
+        self.fixed_weights = fixed_weights or tables is not None
+        self._tables: Any = tables
+        self._lock = threading.Lock()  # functions are traced in several threads at once
+
+    @tf.autograph.experimental.do_not_convert  # plain Python, also while a search is traced
+    def input_tables(self) -> Any:
+        """The model's input tables (computed eagerly once, also when first asked while a
+        function is traced), or None without `fixed_weights` or where the model has none."""
+        make = getattr(self.model, "input_tables", None)
+        if not self.fixed_weights or not callable(make):
+            return None
+        with self._lock:
+            if self._tables is None:
+                with tf.init_scope():  # eager tensors, captured by every traced function
+                    self._tables = make()
+        return self._tables
 
     def start(self, src_ids: tf.Tensor) -> tuple[Nest, Nest]:
-        encoder = self.model.encode(src_ids, training=False)
+        tables = self.input_tables()
+        extra = {} if tables is None else {"tables": tables}
+        encoder = self.model.encode(src_ids, training=False, **extra)
         return encoder._replace(states=[]), list(encoder.states)
 
     def step(self, tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
@@ -72,6 +97,9 @@ class Seq2SeqStepModel:
         output_kernel = getattr(model, "output_kernel", None)  # Seq2Seq's; a duck-typed model's?
         kernel = output_kernel() if callable(output_kernel) else None
         extra = {} if kernel is None else {"output_kernel": kernel}
+        tables = self.input_tables()
+        if tables is not None and tables.decoder is not None:
+            extra["input_table"] = tables.decoder
 
         def step(tokens: tf.Tensor, state: Nest, memory: Nest) -> tuple[tf.Tensor, Nest]:
             logits, new_state = model.decode_step(tokens, state, memory, training=False, **extra)
@@ -87,12 +115,13 @@ def stepper_of(model: StepModel) -> StepFunction:
     return stepper() if callable(stepper) else model.step
 
 
-def as_step_model(model: Any) -> StepModel:
-    """`model` itself if it implements the contract, else a `Seq2Seq` adapted to it."""
+def as_step_model(model: Any, fixed_weights: bool = False) -> StepModel:
+    """`model` itself if it implements the contract, else a `Seq2Seq` adapted to it (see
+    :class:`Seq2SeqStepModel` for `fixed_weights`)."""
     if isinstance(model, StepModel):
         return model
     if hasattr(model, "encode") and hasattr(model, "decode_step"):
-        return Seq2SeqStepModel(model)
+        return Seq2SeqStepModel(model, fixed_weights)
     raise TypeError(
         f"{type(model).__name__} cannot be searched: it needs start(src_ids) and "
         "step(tokens, state, memory) (see translator.decoding.contract)"

@@ -19,15 +19,16 @@ class EnsembleStepModel:
 
     Args:
         models: `Seq2Seq` models (or step models) over the same source and target vocabularies.
+        fixed_weights: see :class:`~translator.decoding.contract.Seq2SeqStepModel`.
     """
 
     attention = None  # alignments come from one model, not from an ensemble
 
-    def __init__(self, models: list[Any]):
+    def __init__(self, models: list[Any], fixed_weights: bool = False):
         if len(models) < 2:
             raise ValueError("an ensemble needs at least two models")
         self.models = list(models)
-        self.members = [as_step_model(m) for m in models]
+        self.members = [as_step_model(m, fixed_weights) for m in models]
 
     def start(self, src_ids: tf.Tensor) -> tuple[Nest, Nest]:
         started = [m.start(src_ids) for m in self.members]

@@ -159,12 +159,44 @@ class BidirectionalRNN(keras.layers.Layer):
             training=training,
             initial_state=backward_state,
         )
+        return self._joined(forward, backward, lengths, mask)
+
+    def _joined(self, forward: list, backward: list, lengths: Any, mask: Any) -> list[Any]:
+        """The layer's results from the two directions' `[sequence, *states]` (the backward
+        sequence in reversed order): the sequences merged, 0 at padding."""
         y_f = ops.cast(forward[0], self.compute_dtype)
         y_b = ops.cast(_reverse_padded(backward[0], lengths), self.compute_dtype)
         merged = merge(y_f, y_b, self.merge_mode)
         if mask is not None:
             merged = merged * ops.expand_dims(ops.cast(mask, merged.dtype), -1)
         return [merged, *forward[1:], *backward[1:]]
+
+    def runs_projected(self) -> bool:
+        """Whether :meth:`run_projected` gives this layer's own results (both directions can)."""
+        return all(
+            getattr(layer, "runs_projected", lambda: False)()
+            for layer in (self.forward_layer, self.backward_layer)
+        )
+
+    def run_projected(self, xw_forward: Any, xw_backward: Any, mask: Any) -> list[Any]:
+        """The layer at inference from each direction's product of its inputs with its input
+        kernel (see `LSTM.run_projected`), the same to the bit as :meth:`call` without them.
+
+        Args:
+            xw_forward: [B, T, G], the forward direction's `x W_f`.
+            xw_backward: [B, T, G], the backward direction's `x' W_b` where `x'` is `x` with each
+                row's real steps reversed (as the backward copy reads them; gathering a table by
+                the reversed token ids gives it directly).
+            mask: [B, T] bool, right-padded.
+
+        Returns:
+            As :meth:`call`.
+        """
+        mask = ops.cast(mask, "bool")
+        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+        forward = self.forward_layer.run_projected(xw_forward, mask)
+        backward = self.backward_layer.run_projected(xw_backward, mask)
+        return self._joined(forward, backward, lengths, mask)
 
     def compute_output_shape(self, inputs_shape: Any, initial_state_shape: Any = None) -> list:
         sequence_shape, *state_shapes = self.forward_layer.compute_output_shape(inputs_shape)

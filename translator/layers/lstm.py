@@ -240,6 +240,28 @@ def _on_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def lstm_cell_projected(cell: Any, xw: Any, states: list) -> tuple[Any, list]:
+    """One step of `keras.layers.LSTMCell` (`implementation=2`, inference) whose input product
+    `x_t W` is given: `xw` [B, 4U], e.g. rows of a table `E W` gathered by token (see
+    :meth:`translator.models.seq2seq.Seq2Seq.input_tables`). The cell's own operations in the
+    cell's order, so the result is the same to the bit as `cell(x_t, states)` when `xw` is.
+
+    Returns:
+        `(h [B, U], [h, c])`, as the cell does.
+    """
+    h_tm1, c_tm1 = states[0], states[1]
+    z = ops.add(xw, ops.matmul(h_tm1, cell.recurrent_kernel))
+    if cell.use_bias:
+        z = ops.add(z, cell.bias)
+    z0, z1, z2, z3 = ops.split(z, 4, axis=1)
+    i = cell.recurrent_activation(z0)
+    f = cell.recurrent_activation(z1)
+    c = f * c_tm1 + i * cell.activation(z2)
+    o = cell.recurrent_activation(z3)
+    h = o * cell.activation(c)
+    return h, [h, c]
+
+
 @keras.saving.register_keras_serializable(package="translator")
 class LSTM(keras.layers.LSTM):
     """`keras.layers.LSTM` (same constructor, weights, weight paths and outputs) running
@@ -307,3 +329,30 @@ class LSTM(keras.layers.LSTM):
             recurrent_masks=rec_masks,
         )
         return h, outputs, [h, c]
+
+    def runs_projected(self) -> bool:
+        """Whether :meth:`run_projected` gives this layer's own results: inference runs the loop
+        above (not Keras' on a GPU, nor its other options) from the product `x W`."""
+        return not (
+            _on_gpu()
+            or self.go_backwards
+            or self.unroll
+            or self.stateful
+            or not self.return_sequences
+            or self.zero_output_for_mask
+        )
+
+    def run_projected(self, xw: Any, mask: Any = None) -> list:
+        """The layer at inference from its inputs' product with the input kernel, `xw`
+        [B, T, 4U] (`x W`, e.g. rows of a table `E W` gathered by token): the same to the bit as
+        calling the layer on `x` (when :meth:`runs_projected`), without the product.
+
+        Returns:
+            `[sequence [B, T, U], h [B, U], c [B, U]]`, from zero initial states.
+        """
+        zeros = ops.zeros((ops.shape(xw)[0], self.units), dtype=xw.dtype)
+        cell = self.cell
+        outputs, h, c = lstm_recurrence(
+            xw, zeros, zeros, mask, cell.recurrent_kernel, cell.bias if cell.use_bias else None
+        )
+        return [outputs, h, c]

@@ -24,6 +24,7 @@ from translator.compat import backend_rnn
 from translator.config import DecoderConfig
 from translator.layers import STATES_PER_CELL
 from translator.layers.attention import make_attention
+from translator.layers.lstm import LSTM, lstm_cell_projected
 from translator.layers.rnn import make_rnn_layer
 from translator.models.encoder import EncoderOutput
 
@@ -122,13 +123,27 @@ class Decoder:
         keys = encoder.keys if _is_tensor(encoder.keys) else None
         return self.attention(query, values=encoder.outputs, keys=keys, mask=encoder.mask)
 
-    def step(self, y, states: list, encoder: EncoderOutput, training: bool = False):
+    def input_kernel(self):
+        """The first layer's input kernel `W` [emb, 4U] when that layer reads the embedded token
+        alone (no attention context, no input feeding) and its step can take `x_t W` given (an
+        LSTM with Keras' fused gates, `implementation=2`); else None."""
+        layer = self.layers[0]
+        fed = self.attention is not None and (
+            self.config.attention != "luong" or self.input_feeding
+        )
+        if fed or not isinstance(layer, LSTM) or layer.cell.implementation != 2:
+            return None
+        return layer.cell.kernel
+
+    def step(self, y, states: list, encoder: EncoderOutput, training: bool = False, projected=None):
         """The decoder core for one position.
 
         Args:
-            y: [B, emb], the embedded previous target token.
+            y: [B, emb], the embedded previous target token (None with `projected`).
             states: flat list of decoder states (see `EncoderOutput.states`).
             encoder: the `EncoderOutput` of the batch.
+            projected: None, or (inference) the first layer's input product `y W` [B, 4U] (see
+                :meth:`input_kernel`), e.g. rows of a table gathered by token.
 
         Returns:
             `(output [B, units], new_states, attention_weights [B, S] or None)`: the output that
@@ -151,7 +166,10 @@ class Decoder:
         for i, layer in enumerate(self.layers):
             if i > 0:
                 y = self.dropout(y, training=training)
-            y, st = layer.cell(y, recurrent[i * n : (i + 1) * n], training=training)
+            if i == 0 and projected is not None:
+                y, st = lstm_cell_projected(layer.cell, projected, recurrent[:n])
+            else:
+                y, st = layer.cell(y, recurrent[i * n : (i + 1) * n], training=training)
             new_states.extend(st if isinstance(st, list | tuple) else [st])
         if self.attention is None:
             return y, new_states, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from translator.config import EncoderConfig
@@ -94,14 +95,42 @@ class Encoder:
         c = self.config
         return output_size(c.units, c.bidirectional, c.merge)
 
-    def __call__(self, x, mask, training: bool = False) -> tuple[Any, list[list]]:
+    def input_kernels(self) -> list | None:
+        """The first layer's input kernels `W` [D, G] (one per direction) when it can run from
+        its inputs' products `x W` (see :meth:`projected_inputs`; LSTM layers), else None."""
+        layer = self.layers[0]
+        if not getattr(layer, "runs_projected", lambda: False)():
+            return None
+        if self.config.bidirectional:
+            return [layer.forward_layer.cell.kernel, layer.backward_layer.cell.kernel]
+        return [layer.cell.kernel]
+
+    def projected_inputs(self, tables: list, src_ids, mask) -> list:
+        """The first layer's input products from `tables` (`E W` [V, G] per direction, see
+        :meth:`input_kernels`): rows gathered by token, [B, S, G] each; the backward direction's
+        by the ids with each row's real tokens reversed, as that direction reads them."""
+        xw = [tf.gather(tables[0], src_ids)]
+        if len(tables) == 2:
+            lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+            reversed_ids = tf.reverse_sequence(src_ids, lengths, seq_axis=1, batch_axis=0)
+            xw.append(tf.gather(tables[1], reversed_ids))
+        return xw
+
+    def __call__(
+        self, x, mask, training: bool = False, projected: list | None = None
+    ) -> tuple[Any, list[list]]:
+        """See the class docstring; `projected`: instead of `x` (None), the first layer's
+        :meth:`projected_inputs` (inference only)."""
         c = self.config
         n_states = STATES_PER_CELL[c.cell]
         final_states = []
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x, training=training)
-            out = layer(x, mask=mask, training=training)
+            if i == 0 and projected is not None:
+                out = layer.run_projected(*projected, mask=mask)
+            else:
+                out = layer(x, mask=mask, training=training)
             x, states = out[0], list(out[1:])
             if c.bidirectional:
                 fw, bw = states[:n_states], states[n_states:]
