@@ -23,9 +23,12 @@ def number(
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if not (math.isfinite(value) and minimum <= value <= maximum):
-            bounds = (
-                f"at least {minimum:g}" if maximum == math.inf else f"{minimum:g} to {maximum:g}"
+            low, high = (
+                (f"{int(minimum):,}", f"{int(maximum):,}" if maximum != math.inf else "")
+                if kind is int
+                else (f"{minimum:g}", f"{maximum:g}")
             )
+            bounds = f"at least {low}" if maximum == math.inf else f"{low} to {high}"
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return value
 

@@ -81,6 +81,28 @@ def cmd_evaluate(args) -> int:
     from translator.pipelines.evaluate_cmd import is_stage_form, run_evaluate
 
     if is_stage_form(args):
+        from translator.evaluation.significance import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+
+        ignored = [
+            flag
+            for flag, value, default in (
+                ("--test", args.test, None),
+                ("--metrics", args.metrics, "bleu,chrf,ter"),
+                ("--output-dir", args.output_dir, None),
+                ("--worst", args.worst, 0),
+                ("--bootstrap", args.bootstrap, DEFAULT_BOOTSTRAP),
+                ("--seed", args.seed, DEFAULT_SEED),
+                ("--no-cache", args.no_cache, False),
+            )
+            if value != default
+        ]
+        if ignored:
+            raise ConfigError(
+                f"{', '.join(ignored)}: not options of the evaluate stage (`evaluate CONFIG` "
+                "scores the run's test split with the config's eval section, into RUN_DIR/eval); "
+                "evaluate the run directory instead: translator evaluate RUN_DIR "
+                f"{' '.join(ignored)} ..."
+            )
         args.config = args.targets[0]
         # Decoding options on the command line override the config's decode section.
         if args.beam_size and len(args.beam_size) > 1:
@@ -427,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         "multi_worker (2 local workers), side by side",
     )
     p.add_argument("config", help="experiment YAML file, e.g. configs/tiny.yaml")
-    p.add_argument("--steps", type=int, default=30, help="training steps per epoch (2 epochs)")
+    p.add_argument(
+        "--steps", type=positive_int, default=30, help="training steps per epoch (2 epochs)"
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     add_json_argument(p, "print JSON (or write it to the file)")
     p.set_defaults(func=cmd_bench_distribute)

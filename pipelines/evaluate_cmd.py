@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from translator.pipelines.argtypes import add_xla_argument
+from translator.pipelines.argtypes import add_xla_argument, number
 
 from translator.io import check_not_an_input, check_output_path
 from translator.rundir import RunDir
@@ -22,7 +22,7 @@ DEFAULT_OUTPUT_DIR = "evaluation"
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    from translator.evaluation.significance import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+    from translator.evaluation.significance import DEFAULT_BOOTSTRAP, DEFAULT_SEED, MAX_BOOTSTRAP
 
     p.add_argument(
         "targets",
@@ -69,7 +69,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bootstrap",
-        type=int,
+        type=number(int, minimum=0, maximum=MAX_BOOTSTRAP),
         default=DEFAULT_BOOTSTRAP,
         metavar="N",
         help=f"paired bootstrap resamples against the first model (default {DEFAULT_BOOTSTRAP}; 0 = off)",

@@ -11,19 +11,22 @@ from translator.pipelines import argtypes
 
 from translator.io import check_output_path
 
+MAX_PAIRS = 1_000_000_000
+
 
 def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT.tsv", help="the TSV file to write (source<TAB>target)")
     p.add_argument(
         "--pairs",
-        type=argtypes.positive_int,
+        type=argtypes.number(int, maximum=MAX_PAIRS),
         default=5_000_000,
         metavar="N",
-        help="pairs to write (default 5000000)",
+        help=f"pairs to write (default 5000000, at most {MAX_PAIRS:,}: about 60 GB)",
     )
     p.add_argument(
         "--seed", type=int, default=1, help="noise and order seed (default 1): same seed, same file"
     )
+    p.add_argument("--force", action="store_true", help="replace OUT.tsv if it exists")
 
 
 def cmd_synth(args) -> int:
@@ -32,6 +35,8 @@ def cmd_synth(args) -> int:
     from translator.data.synthetic import write_synthetic_corpus
 
     out = check_output_path(args.out, "OUT")
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists; give --force to replace it, or another OUT.tsv")
     t0 = time.time()
     with tqdm(
         total=args.pairs,

@@ -126,6 +126,8 @@ def test_missing_and_malformed_config_files(tmp_path):
         ("decode", {"max_output_ratio": 1e6}, "decode.max_output_ratio", "at most 10.0"),
         ("decode", {"max_output_ratio": 0}, "decode.max_output_ratio", "above 0"),
         ("decode", {"max_output_extra": 10**9}, "decode.max_output_extra", "from 0 to 1000"),
+        ("decode", {"beam_size": 10**6, "n_best": 1}, "decode.beam_size", "from 1 to 1000"),
+        ("train", {"valid_beam_size": 1001}, "train.valid_beam_size", "from 1 to 1000"),
         ("decode", {"sampling_temperature": 1e-40}, "decode.sampling_temperature", "from 1e-06"),
         ("decode", {"sampling_temperature": 1e9}, "decode.sampling_temperature", "to 1e+06"),
         ("model", {"tied_embeddings": True}, "model.tied_embeddings", "tokenizer.joint_vocab"),

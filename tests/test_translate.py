@@ -165,6 +165,22 @@ def test_load_without_a_model_says_which_stage(tmp_path):
         Translator.load(tmp_path)
 
 
+def test_load_and_translate_name_the_argument_of_the_wrong_type(tmp_path):
+    for run_dir in (None, 3, b"runs/tiny", {"runs/tiny": 1}):
+        with pytest.raises(TypeError, match="run_dir: expected a run directory"):
+            Translator.load(run_dir)
+    with pytest.raises(TypeError, match="model_file: expected a path"):
+        Translator.load(tmp_path, model_file=3)
+    with pytest.raises(TypeError, match="one flat list"):
+        Translator.load([[tmp_path], tmp_path])
+    translator = _translator()
+    for sentences, got in (("das auto", "a string"), ({"das auto": 1}, "dict"), (5, "int")):
+        with pytest.raises(
+            TypeError, match=f"expected a list of strings \\(sentences\\), got {got}"
+        ):
+            translator.translate_hypotheses(sentences)
+
+
 # --------------------------------------------------------------------------- alignments
 
 SENTENCES_DE = ["das auto ist rot", "der hund schläft", "ich sehe das haus"]

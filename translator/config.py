@@ -448,7 +448,11 @@ class TrainConfig:
             p + "min_learning_rate",
             "must be a number >= 0",
         )
-        _check(self.valid_beam_size >= 1, p + "valid_beam_size", "must be at least 1")
+        _check(
+            1 <= self.valid_beam_size <= MAX_BEAM_SIZE,
+            p + "valid_beam_size",
+            f"must be from 1 to {MAX_BEAM_SIZE}",
+        )
         _check(self.epochs >= 1, p + "epochs", "must be at least 1")
         _check(0 <= self.seed < 2**32, p + "seed", f"must be in [0, 2**32), got {self.seed}")
         _check(self.batch_tokens >= 1, p + "batch_tokens", "must be positive")
@@ -505,6 +509,9 @@ MAX_LENGTH_PENALTY = 10.0
 MAX_WORD_REWARD = 100.0
 MAX_OUTPUT_RATIO = 10.0
 MAX_OUTPUT_EXTRA = 1000
+# Each sentence steps beam_size rows through the model (beam 10**6 ran out of memory after a
+# minute); far past any useful beam, and still within a CPU's memory for a batch of sentences.
+MAX_BEAM_SIZE = 1000
 MIN_TEMPERATURE = 1e-6
 
 
@@ -555,7 +562,11 @@ class DecodeConfig:
                 p + key,
                 f"expected an integer, got {value!r}",
             )
-        _check(self.beam_size >= 1, p + "beam_size", "must be at least 1")
+        _check(
+            1 <= self.beam_size <= MAX_BEAM_SIZE,
+            p + "beam_size",
+            f"must be from 1 to {MAX_BEAM_SIZE} (NMT uses 4-12), got {self.beam_size!r}",
+        )
         _check(self.n_best >= 1, p + "n_best", "must be at least 1")
         _check(
             self.n_best <= self.beam_size,

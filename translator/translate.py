@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -114,6 +115,16 @@ class Translator:
 
         if isinstance(run_dir, list | tuple):
             return cls._load_ensemble(list(run_dir), model_file)
+        if not isinstance(run_dir, str | os.PathLike | RunDir):
+            raise TypeError(
+                "run_dir: expected a run directory (a str or a path), or a list of them for an "
+                f"ensemble, got {type(run_dir).__name__}"
+            )
+        if model_file is not None and not isinstance(model_file, str | os.PathLike):
+            raise TypeError(
+                f"model_file: expected a path inside the run directory, got "
+                f"{type(model_file).__name__}"
+            )
 
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         run.require_trained()
@@ -148,6 +159,9 @@ class Translator:
             if not run_dirs:
                 raise ValueError("no run directory given")
             return cls.load(run_dirs[0], model_file)
+        for r in run_dirs:
+            if isinstance(r, list | tuple):
+                raise TypeError("run_dir: an ensemble is one flat list of run directories")
         members = [cls.load(r, model_file) for r in run_dirs]
         first = members[0]
         for r, m in zip(run_dirs[1:], members[1:], strict=True):
@@ -469,8 +483,9 @@ def _as_list(sentences: Iterable[str]) -> list[str]:
     """A list of sentences; a clear `TypeError` for anything that is not a string, and a
     `ValueError` for a string that is not Unicode text (a lone surrogate, which no tokenizer
     takes)."""
-    if isinstance(sentences, str | bytes) or not isinstance(sentences, Iterable):
-        raise TypeError(f"expected a string or a list of strings, got {type(sentences).__name__}")
+    if isinstance(sentences, str | bytes | Mapping) or not isinstance(sentences, Iterable):
+        what = "a string" if isinstance(sentences, str) else type(sentences).__name__
+        raise TypeError(f"expected a list of strings (sentences), got {what}")
     out = list(sentences)
     for i, s in enumerate(out):
         if not isinstance(s, str):

@@ -31,13 +31,19 @@ def test_empty_source_gives_an_empty_hypothesis_that_is_scored(evaluated, runs):
 def test_config_form_still_runs_the_evaluate_stage(runs, capsys):
     assert main(["evaluate", str(TINY), "--run-dir", str(runs[0])]) == 0
     assert "[evaluate] skipped: up to date" in capsys.readouterr().out
+    # Options of the run-directory form are refused there, not silently ignored.
+    stage = ["evaluate", str(TINY), "--run-dir", str(runs[0])]
+    assert main([*stage, "--test", "x.tsv", "--worst", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--test, --worst: not options of the evaluate stage" in err, err
 
 
 def test_bad_arguments_fail_before_loading_a_model(tmp_path):
     with pytest.raises(ValueError, match="valid choices"):
         evaluate([tmp_path], metrics="bleu,nope")
-    with pytest.raises(ValueError, match="bootstrap resamples must be 0"):
-        evaluate([tmp_path], bootstrap=-1)
+    for bootstrap in (-1, 10**9, 2.5, True):
+        with pytest.raises(ValueError, match="bootstrap resamples must be a whole number from 0"):
+            evaluate([tmp_path], bootstrap=bootstrap)
     with pytest.raises(ValueError, match="seed must be a positive integer"):
         evaluate([tmp_path], seed=0)
     with pytest.raises(ValueError, match="no runs"):

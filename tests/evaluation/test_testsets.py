@@ -39,3 +39,22 @@ def test_test_sets_from_files_and_memory(tmp_path):
         load_test_set("empty", [])
     with pytest.raises(CorpusError, match="data/test.tsv not found"):
         default_test_set(RunDir(tmp_path))
+
+
+def test_a_test_set_that_is_neither_files_nor_pairs_is_refused(tmp_path):
+    """Two paths that do not exist are an error, not a set of one-character "sentences" (their
+    first letters were once scored as a test set); items that are not string pairs are named."""
+    with pytest.raises((CorpusError, FileNotFoundError), match="srcX.txt"):
+        load_test_set("t", (str(tmp_path / "srcX.txt"), str(tmp_path / "refX.txt")))
+    with pytest.raises((CorpusError, FileNotFoundError), match="Hallo Welt"):
+        load_test_set("b", ["Hallo Welt", "Hello world"])
+    for bad, item in (
+        ([(None, None)], "item 0"),
+        ([("a", "b"), ("a", "b", "c")], "item 1"),
+        ([("a", "b"), "ab"], "item 1"),
+        (42, "got int"),
+        ({"a": "b"}, "got dict"),
+    ):
+        with pytest.raises(ValueError, match=item):
+            load_test_set("m", bad)
+    assert load_test_set("two", [("a", "b"), ["c", "d"]]).references == ["b", "d"]

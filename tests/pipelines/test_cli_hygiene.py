@@ -294,3 +294,14 @@ def test_running_out_of_memory_or_disk_is_one_line_and_resuming_is_said_right():
     )
     assert hint("translate", output=None, resume=False) == ""
     assert hint("evaluate") == ""
+
+
+def test_synth_corpus_replaces_a_file_only_with_force(tmp_path):
+    mine = tmp_path / "mine.tsv"
+    mine.write_text("Hallo.\tHello.\n", encoding="utf-8")
+    _clean_error(run_main("synth-corpus", mine, "--pairs", "3"), "exists", "--force")
+    assert mine.read_text(encoding="utf-8") == "Hallo.\tHello.\n"
+    r = run_main("synth-corpus", mine, "--pairs", str(10**15))
+    assert r.returncode == 2 and "--pairs: must be 1 to 1,000,000,000" in r.stderr, r.stderr
+    assert run_main("synth-corpus", mine, "--pairs", "3", "--force").returncode == 0
+    assert len(mine.read_text(encoding="utf-8").splitlines()) == 3

@@ -31,6 +31,7 @@ from translator.evaluation.report import write_results
 from translator.evaluation.significance import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_SEED,
+    MAX_BOOTSTRAP,
     add_significance,
     check_seed,
 )
@@ -284,8 +285,15 @@ def evaluate(
         ValueError: a bad argument.
     """
     metrics = check_metrics(metrics)
-    if bootstrap is None or bootstrap < 0:
-        raise ValueError(f"bootstrap resamples must be 0 (off) or positive, got {bootstrap}")
+    if (
+        isinstance(bootstrap, bool)
+        or not isinstance(bootstrap, int)
+        or not 0 <= bootstrap <= MAX_BOOTSTRAP
+    ):
+        raise ValueError(
+            f"bootstrap resamples must be a whole number from 0 (off) to {MAX_BOOTSTRAP}, "
+            f"got {bootstrap!r}"
+        )
     check_seed(seed)
     beams: list[int | None] = (
         [None] if beam_sizes is None else list(dict.fromkeys(int(b) for b in beam_sizes))

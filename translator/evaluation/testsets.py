@@ -89,16 +89,22 @@ def load_test_set(name: str, spec: Any) -> TestSet:
         isinstance(spec, (tuple, list))
         and len(spec) == 2
         and all(isinstance(s, (str, Path)) for s in spec)
-        and all(isinstance(s, Path) or Path(s).is_file() for s in spec)
-    ):
+    ):  # two paths (a missing one is an error, not a pair of one-character sentences)
         pairs, origin = read_text_pair(*spec), ",".join(map(str, spec))
     else:
-        try:
-            pairs = [p if isinstance(p, Pair) else Pair(str(p[0]), str(p[1])) for p in spec]
-        except (TypeError, IndexError, KeyError):
-            raise ValueError(
-                f"test set {name!r}: expected a file path, 'SRC_FILE,REF_FILE' or a list of (source, reference) pairs"
-            ) from None
+        expected = (
+            f"test set {name!r}: expected a file path, 'SRC_FILE,REF_FILE', a pair of paths or "
+            "a list of (source, reference) string pairs"
+        )
+        if isinstance(spec, (str, bytes, Mapping)) or not isinstance(spec, Iterable):
+            raise ValueError(f"{expected}, got {type(spec).__name__}")
+        pairs = []
+        for i, p in enumerate(spec):
+            if not isinstance(p, Pair) and not (
+                isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p)
+            ):
+                raise ValueError(f"{expected}; item {i} is {p!r:.80}")
+            pairs.append(p if isinstance(p, Pair) else Pair(p[0], p[1]))
         origin = "<memory>"
     if not pairs:
         raise CorpusError(f"{origin}: test set {name!r} has no sentence pairs")
