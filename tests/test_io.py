@@ -67,3 +67,35 @@ def test_an_atomic_write_that_fails_without_a_file_name_names_its_target(tmp_pat
     with pytest.raises(OSError) as e, atomic_path(target):
         raise OSError(errno.EACCES, "Permission denied", "/somewhere/else")
     assert e.value.filename == "/somewhere/else"  # a named file stays named
+
+
+def test_ctrl_c_or_sigterm_during_a_keras_save_acts_once_the_save_is_whole(tmp_path):
+    """Keras' saving catches every exception around a file it opens (a bare `except:`), so an
+    interrupt landing there was swallowed and training went on; now it is held until the file is
+    whole, then raised."""
+    import signal
+
+    import keras
+
+    from translator.models.saving import load_model, save_model
+    from translator.pipelines.cli import Terminated, _terminate
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    save = model.save
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    for sig, expected in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+
+            def save_and_signal(path, sig=sig):
+                os.kill(os.getpid(), sig)  # handled at once, in this (the main) thread
+                save(path)
+
+            model.save = save_and_signal
+            path = tmp_path / f"m{sig}.keras"
+            with pytest.raises(expected):
+                save_model(model, path)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        assert load_model(path).count_params() == model.count_params()
+    assert signal.getsignal(signal.SIGINT) is sigint_handler

@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,40 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then act on the first that came
+    (its own handler: `KeyboardInterrupt`, the CLI's `Terminated`).
+
+    For library calls that catch every exception: Keras' saving and loading wrap a file open in a
+    bare `except:` and fall back to another way, so an interrupt that lands there is swallowed and
+    a run asked to stop trains on. Only the main thread receives Python's signal handlers: in
+    another thread, or where a handler was not set from Python, this does nothing."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in sigs}
+    if any(handler is None for handler in previous.values()):
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    for sig in sigs:
+        signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signum, frame = caught[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def current_umask() -> int:

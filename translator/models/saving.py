@@ -7,12 +7,13 @@ from pathlib import Path
 
 import keras
 
-from translator.io import ArtifactError, atomic_path
+from translator.io import ArtifactError, atomic_path, interrupts_deferred
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    """Save a `.keras` file atomically (a temporary name, then a rename)."""
-    with atomic_path(path) as tmp:
+    """Save a `.keras` file atomically (a temporary name, then a rename); Ctrl-C or SIGTERM
+    during the save acts when it ends (Keras would swallow it: see `interrupts_deferred`)."""
+    with interrupts_deferred(), atomic_path(path) as tmp:
         model.save(tmp)
 
 
@@ -37,7 +38,8 @@ def load_model(path: Path, compile: bool = False, what_to_do: str = "") -> keras
             f"another kind of file){hint}"
         )
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        with interrupts_deferred():
+            return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:  # zipfile, h5py, JSON and Keras errors all mean "not this model"
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise ArtifactError(

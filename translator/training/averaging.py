@@ -25,7 +25,7 @@ from typing import Literal
 import keras
 import numpy as np
 
-from translator.io import ArtifactError, atomic_path
+from translator.io import ArtifactError, atomic_path, interrupts_deferred
 
 _EPOCH_FILE = re.compile(r"epoch-(\d+)\.weights\.h5")
 
@@ -87,7 +87,7 @@ def save_weights(model: keras.Model, path: Path) -> None:
 
     Keras needs the name to end in `.weights.h5`, so the temporary file is
     `.<name>.<random>.tmp.weights.h5` (training deletes such leftovers of a kill when it starts)."""
-    with atomic_path(path, suffix=".weights.h5") as tmp:
+    with interrupts_deferred(), atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
 
 
