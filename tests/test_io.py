@@ -76,9 +76,9 @@ def test_ctrl_c_or_sigterm_during_a_keras_save_acts_once_the_save_is_whole(tmp_p
     import signal
 
     import keras
+    from translator.pipelines.cli import Terminated, _terminate
 
     from translator.models.saving import load_model, save_model
-    from translator.pipelines.cli import Terminated, _terminate
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     save = model.save

@@ -365,3 +365,49 @@ def test_average_command_errors(averaged_run, tiny_run, tmp_path, capsys):
         assert err.startswith("translator: error:") and message in err, err
         assert len(err.splitlines()) == 1
     assert not (tmp_path / "few-avg2").exists()
+
+
+def test_an_interrupted_force_keeps_the_finished_run_until_its_first_epoch_replaces_it(
+    averaged_run, tmp_path, monkeypatch, capsys
+):
+    """`train --force` over a finished run, interrupted at its first epoch's end before anything
+    was replaced: the finished run is whole (its kept epoch files were once deleted as the new
+    run began, and its stage record said "up to date" over a half-replaced run). Interrupted
+    after its first epoch: a run to resume, not one that claims to be finished."""
+    from translator.pipelines.stages import Context, run_stage
+
+    from translator.training import callbacks
+
+    run_dir = shutil.copytree(averaged_run, tmp_path / "run")
+    marker = run_dir / "stages" / "train.json"
+    kept, model = _kept(run_dir), (run_dir / "model.keras").read_bytes()
+    config = load_config(TINY, overrides=["train.epochs=3", *STEPS, *AVERAGED])
+    real = callbacks.ValidationBLEU.on_epoch_end
+
+    def interrupt_at(epoch_end):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == epoch_end:
+                raise KeyboardInterrupt
+            return real(self, epoch, logs)
+
+        monkeypatch.setattr(callbacks.ValidationBLEU, "on_epoch_end", on_epoch_end)
+
+    interrupt_at(1)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(Context(config, run_dir, verbose=0, force=True), "train")
+    assert _kept(run_dir) == kept and (run_dir / "model.keras").read_bytes() == model
+    monkeypatch.setattr(callbacks.ValidationBLEU, "on_epoch_end", real)
+    run_stage(Context(config, run_dir, verbose=0), "train")  # the finished run, as it was
+    assert marker.is_file() and _kept(run_dir) == kept
+    assert (run_dir / "model.keras").read_bytes() == model
+    capsys.readouterr()
+
+    interrupt_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(Context(config, run_dir, verbose=0, force=True), "train")
+    assert not marker.is_file()  # the new run has replaced the finished one's checkpoints
+    assert _kept(run_dir) == [1]
+    monkeypatch.setattr(callbacks.ValidationBLEU, "on_epoch_end", real)
+    run_stage(Context(config, run_dir, verbose=0), "train")
+    assert "after epoch 1" in capsys.readouterr().out  # resumed, not "up to date"
+    assert marker.is_file() and [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3]

@@ -170,6 +170,7 @@ class CheckpointAverage(keras.callbacks.Callback):
         self.spare: keras.Model | None = None
         self.spare_translator = None
         self.kept: dict[int, float | None] = {}  # epoch -> its val_bleu
+        self.replaced: list[Path] = []  # a finished run's epoch files, deleted at the first epoch
         self.averaged_epochs: list[int] = []  # what `spare` holds after this epoch, if averaged
 
     def on_train_begin(self, logs=None):
@@ -180,10 +181,17 @@ class CheckpointAverage(keras.callbacks.Callback):
         self.spare_translator = Translator(self.spare, t.src_tokenizer, t.tgt_tokenizer, t.decode)
         scores = {int(row["epoch"]): row.get("val_bleu") for row in self.state.history}
         self.kept = {}
+        self.replaced = []
         for epoch, path in epoch_weights(self.read_from).items():
             if epoch > self.state.epoch or epoch not in scores:
-                # Written by an epoch that the resumed checkpoint does not include: it is redone.
-                if path.parent == self.directory:
+                if path.parent != self.directory:
+                    continue
+                if self.state.epoch == 0:
+                    # A finished run's, trained again from scratch (--force): kept until this
+                    # run's first epoch replaces its checkpoints (an interruption before that
+                    # leaves that run whole).
+                    self.replaced.append(path)
+                else:  # an epoch that the resumed checkpoint does not include: it is redone
                     path.unlink(missing_ok=True)
                 continue
             if self.read_from != self.directory:
@@ -193,6 +201,9 @@ class CheckpointAverage(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
+        for path in self.replaced:
+            path.unlink(missing_ok=True)
+        self.replaced = []
         self.spare.set_weights(self.model.get_weights())
         save_weights(self.spare, epoch_weights_path(self.directory, done))
         self.kept[done] = logs["val_bleu"]
@@ -274,6 +285,22 @@ def add_checkpoint_average(
     best.average = CheckpointAverage(state, directory, n, validation, read_from)
     callbacks.insert(callbacks.index(best), best.average)
     return best.average
+
+
+class StartingOver(keras.callbacks.Callback):
+    """Training from scratch over a finished run (`--force`): the finished run stays whole (its
+    model, checkpoints, epoch files and stage record) until this run's first epoch ends; then,
+    before any of it is replaced, its stage record (`paths`) goes, so that an interruption from
+    there on leaves a run to resume rather than one that says it is up to date."""
+
+    def __init__(self, paths: list[Path]):
+        super().__init__()
+        self.paths = list(paths)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+        self.paths = []
 
 
 class Checkpoint(keras.callbacks.Callback):

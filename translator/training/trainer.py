@@ -29,6 +29,7 @@ from translator.rundir import RunDir
 from translator.training.callbacks import (
     BestModel,
     Checkpoint,
+    StartingOver,
     Throughput,
     TimeBudget,
     ValidationBLEU,
@@ -104,7 +105,9 @@ def resume(run: RunDir, fingerprint: str) -> tuple[TrainState, keras.Model, obje
             continue
         if state is not None:
             states.append(state)
-    for state in sorted(states, key=lambda st: -st.epoch):
+    # Newest first by file, not by epoch: after the first epoch of a run trained again from
+    # scratch, `previous.json` is the replaced run's last state, of a later epoch.
+    for state in states:
         for path in (run.last_checkpoint, run.previous_checkpoint):
             if not path.is_file():
                 continue
@@ -272,6 +275,8 @@ def _train(
         keras.callbacks.TensorBoard(str(out.logs / "tensorboard"), write_graph=False),
         Checkpoint(state, out),
     ]
+    if from_scratch:
+        callbacks.insert(0, StartingOver([out.stage_marker("train")]))
     if tc.average_checkpoints:  # a worker other than the chief copies the chief's kept epochs
         add_checkpoint_average(
             callbacks, state, tc.average_checkpoints, out.checkpoints, run.checkpoints
