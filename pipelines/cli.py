@@ -603,7 +603,8 @@ def _run(args) -> int:
 
 def _how_to_resume(args) -> str:
     """What resumes an interrupted command (only the stages and `translate --output` can)."""
-    if args.command in ("run", "prepare", "tokenize", "train"):
+    stage_form = args.command == "evaluate" and getattr(args, "config", None) is not None
+    if args.command in ("run", "prepare", "tokenize", "train") or stage_form:
         if getattr(args, "force", False):
             return "; rerun it without --force to resume (with --force it starts again)"
         return "; rerun the same command to resume"

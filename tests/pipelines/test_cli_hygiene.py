@@ -288,6 +288,8 @@ def test_running_out_of_memory_or_disk_is_one_line_and_resuming_is_said_right():
         return _how_to_resume(argparse.Namespace(command=command, **options))
 
     assert hint("train", force=False) == "; rerun the same command to resume"
+    assert hint("evaluate", config="c.yaml", force=False) == "; rerun the same command to resume"
+    assert hint("evaluate", targets=["runs/a"]) == ""
     assert "without --force" in hint("train", force=True)
     assert hint("translate", output="out.txt", resume=False) == (
         "; rerun it with --resume to continue out.txt where it stopped"
@@ -305,3 +307,17 @@ def test_synth_corpus_replaces_a_file_only_with_force(tmp_path):
     assert r.returncode == 2 and "--pairs: must be 1 to 1,000,000,000" in r.stderr, r.stderr
     assert run_main("synth-corpus", mine, "--pairs", "3", "--force").returncode == 0
     assert len(mine.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """The `translator` script's entry point: an interrupt before `main` handles its own (the
+    imports take about a second) ends with exit 130 and one line, not a traceback."""
+    import translator.pipelines.cli as cli_module
+    from translator.pipelines.launch import main
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "main", interrupted)
+    assert main() == 130
+    assert capsys.readouterr().err == "translator: interrupted\n"
