@@ -202,6 +202,7 @@ class Translator:
         check_seed(seed)
         sentences = _as_list(sentences)
         encoded = self.src_tokenizer.encode_batch([normalize(s) for s in sentences])
+        _warn_before(self, encoded)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
         real = [i for i, ids in enumerate(encoded) if ids]
         lengths = [len(encoded[i]) for i in real]
@@ -418,8 +419,7 @@ def map_in_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R
 
 
 def _warn_about(t: Translator, encoded: list[list[int]], results: list[list[Hypothesis]]) -> None:
-    """Warnings a user would want: empty translations of real sentences, and inputs much
-    longer than any sentence the model was trained on."""
+    """A warning a user would want after decoding: empty translations of real sentences."""
     empty = sum(1 for ids, h in zip(encoded, results, strict=True) if ids and not h[0].tokens)
     if empty:
         real = sum(1 for ids in encoded if ids)
@@ -429,6 +429,11 @@ def _warn_about(t: Translator, encoded: list[list[int]], results: list[list[Hypo
             UserWarning,
             stacklevel=3,
         )
+
+
+def _warn_before(t: Translator, encoded: list[list[int]]) -> None:
+    """A warning a user would want before decoding (which can then take long): inputs much
+    longer than any sentence the model was trained on."""
     limit = t.max_train_src_tokens
     long = [len(ids) for ids in encoded if limit and len(ids) > 2 * limit]
     if long:
