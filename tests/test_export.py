@@ -327,7 +327,7 @@ def test_export_flags_are_named_and_an_empty_check_file_fails(tiny_attention_run
 
     assert main(["export", str(tiny_attention_run), str(tmp_path / "a"), "--beam-size", "0"]) == 2
     assert capsys.readouterr().err.startswith(
-        "translator: error: --beam-size (decode.beam_size): must be at least 1"
+        "translator: error: --beam-size (decode.beam_size): must be from 1 to 1000"
     )
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")

@@ -111,13 +111,18 @@ def _kill_at(kind, proc, run_dir, log, rng):
     assert proc.returncode == -signal.SIGKILL, _output(log)
 
 
-def test_training_survives_kill_9_at_random_points(tiny_run, tmp_path):
-    run_dir = tmp_path / "run"
+def _untrained_copy(tiny_run, run_dir):
+    """The session's tiny run, prepared and tokenized, without its training."""
     shutil.copytree(tiny_run, run_dir)
     for rel in ("checkpoints", "logs", "eval"):
         shutil.rmtree(run_dir / rel)
     for rel in ("model.keras", "stages/train.json", "stages/evaluate.json"):
         (run_dir / rel).unlink()
+    return run_dir
+
+
+def test_training_survives_kill_9_at_random_points(tiny_run, tmp_path):
+    run_dir = _untrained_copy(tiny_run, tmp_path / "run")
     rng = random.Random(13)
     half_written, done = 0, []
     for i, kind in enumerate(KILLS):
@@ -150,12 +155,7 @@ def test_sigterm_ends_training_like_ctrl_c(tiny_run, tmp_path):
     """SIGTERM (`kill`, a job scheduler's stop) in the middle of an epoch's checkpoint writes: the
     process ends as after Ctrl-C, with exit code 143 and the resume hint, the write under way
     removed; the rerun resumes."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
-    for rel in ("checkpoints", "logs", "eval"):
-        shutil.rmtree(run_dir / rel)
-    for rel in ("model.keras", "stages/train.json", "stages/evaluate.json"):
-        (run_dir / rel).unlink()
+    run_dir = _untrained_copy(tiny_run, tmp_path / "run")
     log = tmp_path / "terminated"
     proc = _train(run_dir, log)
     try:

@@ -174,7 +174,7 @@ BAD_REQUESTS = [
     ("65-sentences", T, {"text": ["a"] * 65}, "422 text: 65 sentences, the limit is 64"),
     ("100000-chars", T, {"text": ["a", BIG]}, "422 text[1]: 100000 characters, the limit is 2000"),
     ("100000-chars-str", T, {"text": BIG}, "422 text: 100000 characters, the limit is 2000"),
-    ("beam-0", T, {"text": "a", "beam_size": 0}, "422 beam_size: must be at least 1"),
+    ("beam-0", T, {"text": "a", "beam_size": 0}, "422 beam_size: must be from 1 to 1000"),
     ("beam-str", T, {"text": "a", "beam_size": "5"}, "422 beam_size: expected an integer"),
     ("beam-bool", T, {"text": "a", "beam_size": True}, "422 beam_size: expected an integer"),
     ("beam-float", T, {"text": "a", "beam_size": 2.5}, "422 beam_size: expected an integer"),
