@@ -2,6 +2,8 @@
 
 import io
 
+import pytest
+
 from translator.translate import Translator
 from translator.translate_file import translate_stream
 
@@ -131,3 +133,35 @@ def test_resume_refuses_an_output_that_is_not_this_inputs_translation(tiny_run, 
         "first",
         Translator.load(tiny_run).translate(SENTENCES[1]),
     ]
+
+
+def test_an_interrupted_translation_does_not_wait_for_the_chunks_in_flight(tmp_path):
+    """Ctrl-C while a chunk is being translated: `translate_stream` returns at once (it waited
+    for the chunks in flight, then dropped them), with the chunks before it written."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Stalling:
+        decode = type("D", (), {"n_best": 1})()
+
+        def translate(self, chunk, **options):
+            if chunk[0] != "a":
+                release.wait(60)  # the chunk in flight
+            return [s.upper() for s in chunk]
+
+    class Interrupting(io.StringIO):
+        def write(self, text):
+            super().write(text)
+            raise KeyboardInterrupt  # the user's Ctrl-C, after the first chunk is out
+
+    sink = Interrupting()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            translate_stream(Stalling(), iter(["a", "b", "c", "d"]), sink, {}, chunk_lines=2)
+        assert time.monotonic() - t0 < 5
+        assert sink.getvalue() == "A\nB\n"
+    finally:
+        release.set()

@@ -147,7 +147,12 @@ def translate_stream(
         # A bad input line ends the reading, not the chunks before it: they are written first.
         pending: collections.deque = collections.deque()
         bad_input: CorpusError | None = None
-        with concurrent.futures.ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+        # Not `with`: on Ctrl-C the chunks in flight are not waited for (their results would be
+        # dropped anyway; `--resume` translates them again).
+        pool = concurrent.futures.ThreadPoolExecutor(
+            IN_FLIGHT, thread_name_prefix="translator-chunk"
+        )
+        try:
             while True:
                 while len(pending) < IN_FLIGHT and bad_input is None:
                     try:
@@ -169,6 +174,8 @@ def translate_stream(
                 out.flush()
                 done += len(results)
                 progress.update(len(results))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         if bad_input is not None:
             raise bad_input
         if output_path is not None:

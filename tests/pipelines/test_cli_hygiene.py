@@ -313,11 +313,13 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
     """The `translator` script's entry point: an interrupt before `main` handles its own (the
     imports take about a second) ends with exit 130 and one line, not a traceback."""
     import translator.pipelines.cli as cli_module
+    import translator.pipelines.launch as launch
     from translator.pipelines.launch import main
 
     def interrupted(argv=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_module, "main", interrupted)
+    monkeypatch.setattr(launch, "busy_translating", lambda: False)  # never os._exit in pytest
     assert main() == 130
     assert capsys.readouterr().err == "translator: interrupted\n"
