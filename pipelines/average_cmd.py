@@ -25,7 +25,9 @@ from translator.io import (
     check_output_path,
     check_replaceable,
     current_umask,
+    leftover_prefix,
     read_json,
+    remove_dead_leftovers,
     require_utf8_path,
 )
 from translator.rundir import RunDir
@@ -168,7 +170,8 @@ def write_run_dir(run: RunDir, out: Path, model, record: dict) -> None:
     from translator.models.saving import save_model
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RunDir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_dead_leftovers(out.parent, out.name)  # of killed runs of `average`
+    tmp = RunDir(tempfile.mkdtemp(prefix=leftover_prefix(out.name), suffix=".tmp", dir=out.parent))
     try:
         # mkdtemp made it private (0700): the mode of a normal new directory
         os.chmod(tmp.path, 0o777 & ~current_umask())

@@ -99,3 +99,35 @@ def test_ctrl_c_or_sigterm_during_a_keras_save_acts_once_the_save_is_whole(tmp_p
             signal.signal(signal.SIGTERM, previous)
         assert load_model(path).count_params() == model.count_params()
     assert signal.getsignal(signal.SIGINT) is sigint_handler
+
+
+def test_a_write_removes_what_killed_writers_of_the_same_name_left(tmp_path):
+    """Temporary files and directories carry their writer's process id; the next writer of the
+    same name deletes those of processes that no longer run (a kill -9 left them for good
+    before), and keeps a running writer's, other names', and names without a process id."""
+    import subprocess
+    import sys
+
+    from translator.io import leftover_prefix, remove_dead_leftovers
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    stale = tmp_path / f".out.txt.{dead}-abc.tmp.txt"
+    stale_dir = tmp_path / f".out.txt.{dead}-d.tmp"
+    partial = tmp_path / f".out.txt.partial-{dead}-e"
+    running = tmp_path / f".out.txt.{os.getpid()}-x.tmp.txt"
+    unknown = tmp_path / ".out.txt.x1y2.tmp.txt"
+    other = tmp_path / f".other.txt.{dead}-abc.tmp.txt"
+    for path in (stale, running, unknown, other):
+        path.write_text("half")
+    for path in (stale_dir, partial):
+        path.mkdir()
+        (path / "inside").write_text("x")
+    atomic_write_text(tmp_path / "out.txt", "whole")
+    assert (tmp_path / "out.txt").read_text() == "whole"
+    assert not stale.exists() and not stale_dir.exists()
+    assert running.exists() and unknown.exists() and other.exists() and partial.exists()
+    remove_dead_leftovers(tmp_path, "out.txt", "partial-")  # an export's, the same way
+    assert not partial.exists() and running.exists()
+    assert leftover_prefix("out.txt") == f".out.txt.{os.getpid()}-"

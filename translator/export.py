@@ -58,6 +58,8 @@ from translator.io import (
     check_output_path,
     check_replaceable,
     current_umask,
+    leftover_prefix,
+    remove_dead_leftovers,
     require_utf8_path,
 )
 from translator.rundir import RunDir
@@ -483,7 +485,9 @@ def export_run(
     # place that cannot be written fails now, not after building the graph), then renamed.
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        remove_dead_leftovers(target.parent, target.name, "partial-")  # of killed exports
+        prefix = leftover_prefix(target.name, "partial-")
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
         tmp.chmod(0o777 & ~current_umask())  # as `mkdir` would make it (mkdtemp's is 0700)
     except OSError as e:
         raise ExportError(

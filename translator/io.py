@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -37,8 +38,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     if path.is_symlink():
         path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_leftovers(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.",
+        prefix=leftover_prefix(path.name),
         suffix=".tmp" + (path.suffix if suffix is None else suffix),
         dir=path.parent,
     )
@@ -99,6 +101,44 @@ def current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def leftover_prefix(name: str, kind: str = "") -> str:
+    """The name start of a temporary file or directory written for `name` by this process:
+    `.<name>.<kind><pid>-` (the process id lets a later writer of `name` find what a killed one
+    left, see :func:`remove_dead_leftovers`)."""
+    return f".{name}.{kind}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no way to tell: leave its files alone
+        return True
+    return True
+
+
+def remove_dead_leftovers(directory: Path, name: str, kind: str = "") -> None:
+    """Delete the temporary files and directories that writers of `name` (see
+    :func:`leftover_prefix`) left in `directory` when they were killed: those whose process no
+    longer runs. Another running writer's are kept; so are names without a process id."""
+    start = f".{name}.{kind}"
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        rest = entry.name[len(start) :] if entry.name.startswith(start) else ""
+        pid, dash, _ = rest.partition("-")
+        if not dash or not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 def atomic_leftovers(directory: Path, name: str = "*") -> list[Path]:
