@@ -390,3 +390,24 @@ def test_a_run_command_on_an_export_or_a_file_says_what_it_was_given(
     assert (
         r.returncode == 2 and "config.yaml is empty: the run's resolved config is lost" in r.stderr
     )
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(
+    tiny_attention_run, tmp_path, monkeypatch
+):
+    import tensorflow as tf
+
+    from translator.export import ExportError, export_run
+
+    def full(*args, **kwargs):
+        raise tf.errors.UnknownError(
+            None, None, "{{function_node __wrapped__SaveV2}} x; No space left on device [Op:SaveV2]"
+        )
+
+    monkeypatch.setattr(tf.saved_model, "save", full)
+    with pytest.raises(ExportError) as e:
+        export_run(tiny_attention_run, tmp_path / "out")
+    assert str(e.value) == (
+        f"OUT_DIR {tmp_path / 'out'}: cannot write the SavedModel (no space left on device)"
+    )
+    assert list(tmp_path.iterdir()) == []

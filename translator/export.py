@@ -514,7 +514,12 @@ def export_run(
         try:
             tf.saved_model.save(module, str(tmp), signatures=signatures)
         except tf.errors.OpError as e:  # e.g. the disk filled up, or the place is not writable
-            raise ExportError(f"OUT_DIR {out}: cannot write the SavedModel ({e.message})") from None
+            reason = (
+                "no space left on device"
+                if "No space left on device" in e.message
+                else e.message.splitlines()[0][:300]
+            )
+            raise ExportError(f"OUT_DIR {out}: cannot write the SavedModel ({reason})") from None
         import tensorflow_text
 
         atomic_write_json(
