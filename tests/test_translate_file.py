@@ -165,3 +165,24 @@ def test_an_interrupted_translation_does_not_wait_for_the_chunks_in_flight(tmp_p
         assert sink.getvalue() == "A\nB\n"
     finally:
         release.set()
+
+
+def test_a_failed_write_says_how_many_inputs_are_complete():
+    import errno
+
+    from translator.translate_file import OutputError
+
+    class Echo:
+        decode = type("D", (), {"n_best": 1})()
+
+        def translate(self, chunk, **options):
+            return chunk
+
+    class Full(io.StringIO):
+        def write(self, text):
+            if self.getvalue():
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(text)
+
+    with pytest.raises(OutputError, match="the first 2 inputs are complete in it"):
+        translate_stream(Echo(), iter(["a", "b", "c", "d"]), Full(), {}, chunk_lines=2)

@@ -184,8 +184,9 @@ def translate_stream(
             out.close()
     except OSError as e:
         raise OutputError(
-            f"{name}: cannot write the translations ({e.strerror or e}); it holds the first "
-            f"{done} complete inputs only"
+            f"{name}: cannot write the translations ({e.strerror or e}); the first {done} "
+            "inputs are complete in it (and perhaps part of the next chunk)"
+            + ("; free the space, then rerun with --resume" if output_path is not None else "")
         ) from None
     except CorpusError as e:
         if output_path is not None and out is None:
