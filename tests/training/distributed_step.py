@@ -4,8 +4,9 @@
     python distributed_step.py mirrored OUT.npz        # 2 logical CPUs, one half each
     TF_CONFIG=... python distributed_step.py multi_worker OUT.npz   # 2 processes, one half each
 
-The batch's halves have different lengths and numbers of target tokens, and the clip norm is small
-enough to clip: both would show if the loss or the clipping were per replica. Writes the loss and
+The batch's parts have different numbers of rows (3 and 5), lengths and numbers of target tokens,
+and the clip norm is small enough to clip: each would show if the loss, its logged value (Keras
+weighs the replicas' values by their rows) or the clipping were per replica. Writes the loss and
 the updated weights (the chief, for multi_worker).
 """
 
@@ -38,8 +39,9 @@ def batch():
 
 
 def halves(src, tgt_in, tgt_out, i):
-    """Half `i`, trimmed to its own widths (a replica pads only to its own batch)."""
-    rows = slice(0, 4) if i == 0 else slice(4, 8)
+    """Part `i` (rows 0-2 or 3-7), trimmed to its own widths (a replica pads only to its own
+    batch)."""
+    rows = slice(0, 3) if i == 0 else slice(3, 8)
     s, ti, to = src[rows], tgt_in[rows], tgt_out[rows]
     ws = int((s != 0).sum(1).max())
     wt = int(max((ti != 0).sum(1).max(), (to != 0).sum(1).max()))

@@ -169,6 +169,16 @@ def test_cli_trains_mirrored_with_mixed_bfloat16(tokenized, tmp_path):
     assert "mirrored: 2 replica(s) x 1024 target tokens = about 2048" in out
     assert "learning rate 0.02 (linear: 0.01 x 2); mixed_bfloat16" in out
     _assert_trained(run, epochs=3)
+    # The logged loss is the global batch's: label-smoothed, so at least the log-perplexity (it
+    # was divided by the replicas, and so were the gradients, when the logits carried a mask).
+    import csv
+    import math
+
+    with open(run / "logs" / "metrics.csv", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for prefix in ("", "val_"):
+                loss, ppl = float(row[prefix + "loss"]), float(row[prefix + "perplexity"])
+                assert loss >= math.log(ppl) - 0.05, row
 
 
 def test_gradient_accumulation_with_mixed_bfloat16(tokenized, tmp_path, capsys):

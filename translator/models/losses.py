@@ -24,6 +24,24 @@ def _global_tokens(count):
     return ops.maximum(count, 1.0)
 
 
+def _logged_as_global(share):
+    """A replica's share of the loss whose value is the global loss divided by the replicas (its
+    gradient is the share's own).
+
+    Keras logs `replicas * loss` of each replica, averaged with the replicas' row counts as
+    weights. With the share itself that is the global mean only when every replica has as many
+    rows; length-bucketed batches differ (a replica of 64 short phrases beside one of 20 long
+    sentences), and the logged `loss` and `val_loss` of 2-CPU mirrored training came out at about
+    half their value. With every replica's value the same, any weighting gives the global mean.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return share
+    replicas = context.num_replicas_in_sync
+    total = context.all_reduce("sum", share)  # the loss of the whole global batch
+    return share + ops.stop_gradient(total / replicas - share)
+
+
 @keras.saving.register_keras_serializable(package="translator")
 class MaskedCrossEntropy(keras.losses.Loss):
     """Sparse cross-entropy from logits, averaged over non-padding target positions only (of
@@ -36,6 +54,16 @@ class MaskedCrossEntropy(keras.losses.Loss):
     def __init__(self, label_smoothing: float = 0.0, name: str = "masked_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """:meth:`call`, without Keras' own reduction: the loss is already the mean over the
+        global batch's real tokens. With a padding mask on `y_pred` (the decoder's outputs carry
+        one in some models) Keras broadcast the scalar to the mask's shape, reduced it again and
+        divided it by the replicas, so under `tf.distribute` the loss, its logged value and the
+        gradients were divided by the number of replicas."""
+        if sample_weight is not None:
+            raise ValueError("MaskedCrossEntropy weighs tokens by the padding mask only")
+        return self.call(y_true, y_pred)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
@@ -51,7 +79,7 @@ class MaskedCrossEntropy(keras.losses.Loss):
             nll = ops.categorical_crossentropy(target, y_pred, from_logits=True)
         else:
             nll = ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        return ops.sum(nll * mask) / _global_tokens(ops.sum(mask))
+        return _logged_as_global(ops.sum(nll * mask) / _global_tokens(ops.sum(mask)))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
