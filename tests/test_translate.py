@@ -254,3 +254,8 @@ def test_warnings_a_user_wants(tiny_run):
     very_long = " ".join(["Das Auto steht in der Garage und der Hund schläft."] * 40)
     with pytest.warns(UserWarning, match="much longer than any seen in training"):
         t.translate(very_long)
+
+
+def test_a_model_file_that_is_a_directory_says_so(tiny_run):
+    with pytest.raises(FileNotFoundError, match="checkpoints is a directory, not a .keras model"):
+        Translator.load(tiny_run, model_file="checkpoints")

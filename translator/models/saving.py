@@ -28,6 +28,8 @@ def load_model(path: Path, compile: bool = False, what_to_do: str = "") -> keras
     import translator.models  # noqa: F401  (registers the custom classes)
 
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a directory, not a .keras model file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     hint = f"; {what_to_do}" if what_to_do else ""
