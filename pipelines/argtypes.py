@@ -23,12 +23,12 @@ def number(
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if not (math.isfinite(value) and minimum <= value <= maximum):
-            low, high = (
-                (f"{int(minimum):,}", f"{int(maximum):,}" if maximum != math.inf else "")
-                if kind is int
-                else (f"{minimum:g}", f"{maximum:g}")
+            show = (lambda v: f"{int(v):,}") if kind is int else (lambda v: f"{v:g}")
+            bounds = (
+                f"at least {show(minimum)}"
+                if maximum == math.inf
+                else f"{show(minimum)} to {show(maximum)}"
             )
-            bounds = f"at least {low}" if maximum == math.inf else f"{low} to {high}"
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return value
 

@@ -78,24 +78,14 @@ def _decode_options(args) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from translator.pipelines.evaluate_cmd import is_stage_form, run_evaluate
+    from translator.pipelines.evaluate_cmd import (
+        is_stage_form,
+        run_directory_options_given,
+        run_evaluate,
+    )
 
     if is_stage_form(args):
-        from translator.evaluation.significance import DEFAULT_BOOTSTRAP, DEFAULT_SEED
-
-        ignored = [
-            flag
-            for flag, value, default in (
-                ("--test", args.test, None),
-                ("--metrics", args.metrics, "bleu,chrf,ter"),
-                ("--output-dir", args.output_dir, None),
-                ("--worst", args.worst, 0),
-                ("--bootstrap", args.bootstrap, DEFAULT_BOOTSTRAP),
-                ("--seed", args.seed, DEFAULT_SEED),
-                ("--no-cache", args.no_cache, False),
-            )
-            if value != default
-        ]
+        ignored = run_directory_options_given(args)
         if ignored:
             raise ConfigError(
                 f"{', '.join(ignored)}: not options of the evaluate stage (`evaluate CONFIG` "

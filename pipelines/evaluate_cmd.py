@@ -90,6 +90,22 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     stage.add_argument("--force", action="store_true", help="rerun even when up to date")
 
 
+# Options of the run-directory form that the stage form (`evaluate CONFIG`) has no use for.
+RUN_DIRECTORY_OPTIONS = ("test", "metrics", "output_dir", "worst", "bootstrap", "seed", "no_cache")
+
+
+def run_directory_options_given(args) -> list[str]:
+    """The flags of `RUN_DIRECTORY_OPTIONS` that `args` sets to other than their defaults."""
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    defaults = parser.parse_args(["RUN_DIR"])
+    return [
+        f"--{dest.replace('_', '-')}"
+        for dest in RUN_DIRECTORY_OPTIONS
+        if getattr(args, dest) != getattr(defaults, dest)
+    ]
+
+
 def is_stage_form(args) -> bool:
     """`evaluate CONFIG`: a YAML file (or any file) as the only target runs the evaluate stage."""
     first = Path(args.targets[0])

@@ -283,14 +283,7 @@ class LSTM(keras.layers.LSTM):
         self, sequences: Any, initial_state: Any, mask: Any, training: bool = False
     ) -> tuple[Any, Any, Any]:
         cell = self.cell
-        if (
-            _on_gpu()  # Keras' layer runs the fused cuDNN kernel there
-            or self.go_backwards
-            or self.unroll
-            or self.stateful
-            or not self.return_sequences
-            or self.zero_output_for_mask
-        ):
+        if not self.runs_projected():
             return super().inner_loop(sequences, initial_state, mask, training=training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
@@ -331,8 +324,9 @@ class LSTM(keras.layers.LSTM):
         return h, outputs, [h, c]
 
     def runs_projected(self) -> bool:
-        """Whether :meth:`run_projected` gives this layer's own results: inference runs the loop
-        above (not Keras' on a GPU, nor its other options) from the product `x W`."""
+        """Whether this layer runs the loop of :meth:`inner_loop` (not Keras' own, which runs the
+        fused cuDNN kernel on a GPU, and Keras' other options), so that :meth:`run_projected`
+        gives its results from the product `x W`."""
         return not (
             _on_gpu()
             or self.go_backwards

@@ -168,11 +168,12 @@ class Seq2Seq(keras.Model):
             budget -= size
             return [ops.matmul(embeddings, k) for k in kernels]
 
-        enc_kernels = self.encoder.input_kernels()
-        encoder = enc_kernels and tables(self.src_embedding.embeddings, enc_kernels)
-        dec_kernel = self.decoder.input_kernel()
-        decoder = dec_kernel is not None and tables(self.tgt_embedding.embeddings, [dec_kernel])
-        return InputTables(encoder or None, decoder[0] if decoder else None)
+        enc_kernels, dec_kernel = self.encoder.input_kernels(), self.decoder.input_kernel()
+        encoder = tables(self.src_embedding.embeddings, enc_kernels) if enc_kernels else None
+        decoder = (
+            tables(self.tgt_embedding.embeddings, [dec_kernel]) if dec_kernel is not None else None
+        )
+        return InputTables(encoder, decoder[0] if decoder else None)
 
     def encode(
         self, src_ids, training: bool = False, tables: InputTables | None = None
