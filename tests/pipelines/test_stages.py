@@ -208,7 +208,30 @@ def test_a_vocabulary_smaller_than_asked_for_is_said(tmp_path, capsys):
     assert "the target vocabulary has" not in out
 
 
-def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path):
+@pytest.fixture
+def no_gcs(monkeypatch):
+    """Records every gs:// path handed to `tf.io.gfile` (how TFDS reaches its GCS buckets, e.g. its
+    community registry; TensorFlow's GCS client first asks metadata.google.internal for
+    credentials): a TFDS corpus must not touch the network at run time."""
+    import tensorflow as tf
+
+    reached = []
+
+    def recording(f):
+        def call(path, *args, **kwargs):
+            if str(path).startswith("gs://"):
+                reached.append(str(path))
+            return f(path, *args, **kwargs)
+
+        return call
+
+    for name in ("exists", "listdir", "glob", "isdir", "GFile", "stat", "walk"):
+        monkeypatch.setattr(tf.io.gfile, name, recording(getattr(tf.io.gfile, name)))
+    yield reached
+    assert not reached, f"TFDS reached GCS: {reached}"
+
+
+def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path, no_gcs):
     import tensorflow_datasets as tfds
 
     cfg = load_config(
@@ -224,7 +247,7 @@ def test_tfds_corpus_by_name_with_tfds_mock_data(tmp_path):
     assert summary["train_pairs"] > 0 and summary["valid_pairs"] > 0 and summary["test_pairs"] > 0
 
 
-def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
+def test_tfds_missing_dataset_is_a_clear_error(tmp_path, no_gcs):
     from translator.data.corpus import CorpusError
 
     cfg = load_config(

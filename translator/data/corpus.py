@@ -267,7 +267,8 @@ def iter_tfds(
     import tensorflow_datasets as tfds
 
     builder = name.split("/")[0].split(":")[0]
-    known = tfds.list_builders()
+    # The community registry would be read from GCS (gs://tfds-data/...): no network at run time.
+    known = tfds.list_builders(with_community_datasets=False)
     if builder not in known:
         import difflib
 
