@@ -498,6 +498,12 @@ class TrainConfig:
             "must be at least 1 (or null: the CPU is one device)",
         )
         _check(
+            self.cpu_devices is None or self.cpu_devices == 1 or self.distribute == "mirrored",
+            p + "cpu_devices",
+            f"is {self.cpu_devices}, which only train.distribute: mirrored uses (one replica on "
+            f"each logical CPU); with train.distribute: {self.distribute} leave it null",
+        )
+        _check(
             self.average_checkpoints == 0 or self.average_checkpoints >= 2,
             p + "average_checkpoints",
             f"must be 0 (off) or at least 2 (the epochs averaged), got {self.average_checkpoints}",

@@ -16,10 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+# Each setting states both keys, so a config that sets either still runs all three.
 SETTINGS = {
-    "none": [],
+    "none": ["train.distribute=none", "train.cpu_devices=null"],
     "mirrored": ["train.distribute=mirrored", "train.cpu_devices=2"],
-    "multi_worker": ["train.distribute=multi_worker"],
+    "multi_worker": ["train.distribute=multi_worker", "train.cpu_devices=null"],
 }
 
 

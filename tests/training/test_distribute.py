@@ -124,6 +124,11 @@ def test_bad_distribute_settings_are_config_errors():
         load_config(TINY, overrides=["train.accumulate_steps=0"])
     with pytest.raises(ConfigError, match="train.mixed_precision"):
         load_config(TINY, overrides=["train.mixed_precision=fp8"])
+    # logical CPU devices serve only mirrored replicas: elsewhere they were silently ignored
+    for distribute in ("none", "multi_worker"):
+        with pytest.raises(ConfigError, match=f"train.cpu_devices: is 2.*{distribute}.*null"):
+            load_config(TINY, overrides=[f"train.distribute={distribute}", "train.cpu_devices=2"])
+    assert load_config(TINY, overrides=["train.cpu_devices=1"]).train.cpu_devices == 1
 
 
 def _train(run_dir, *sets, env=None):
