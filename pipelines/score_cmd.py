@@ -50,11 +50,12 @@ def input_files(spec: str) -> list[Path]:
         FileNotFoundError, ValueError: a file is missing or is a directory, naming it.
     """
     if "," in spec and not Path(spec).exists():
-        files = [Path(f.strip()) for f in spec.split(",")]
-        if len(files) != 2 or not all(str(f) for f in files):
-            raise ValueError(f"--input {spec}: expected FILE.tsv or SRC_FILE,TGT_FILE")
+        names = [f.strip() for f in spec.split(",")]
     else:
-        files = [Path(spec)]
+        names = [spec.strip()]
+    if len(names) > 2 or not all(names):  # (Path("") is ".", a directory)
+        raise ValueError(f"--input {spec!r}: expected FILE.tsv or SRC_FILE,TGT_FILE")
+    files = [Path(f) for f in names]
     for f in files:
         if f.is_dir():
             raise ValueError(f"--input {f} is a directory; give a file")

@@ -194,6 +194,9 @@ def test_cli_score_errors(tiny_run, tmp_path):
         (["--input", f"{uneven},{bad}"], "aligned files must match"),
         (["--input", bad, "--batch-size", "0"], "--batch-size: must be at least 1"),
         (["--input", bad, "--output", tmp_path], "is a directory"),
+        # an empty name was the path ".", reported as a directory
+        (["--input", f"{uneven},"], f"--input '{uneven},': expected FILE.tsv or SRC_FILE,TGT_FILE"),
+        (["--input", " "], "--input ' ': expected FILE.tsv or SRC_FILE,TGT_FILE"),
     )
     for args, message in cases:  # `main` in this process; the last error in a subprocess
         r = run_main("score", tiny_run, *args)

@@ -55,6 +55,9 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    def __str__(self) -> str:  # messages name the directory, not the object
+        return str(self.path)
+
     def __fspath__(self) -> str:
         return str(self.path)
 

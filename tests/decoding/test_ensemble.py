@@ -55,6 +55,12 @@ def test_an_ensemble_needs_the_same_tokenizers(tiny_attention_run, tmp_path):
     shutil.copy(tokenizers / "src.model", tokenizers / "tgt.model")  # another target vocabulary
     with pytest.raises(ValueError, match="different target vocabularies"):
         Translator.load([tiny_attention_run, other])
+    # the CLI passes RunDir objects: the message names their paths (it showed RunDir('...'))
+    from translator.rundir import RunDir
+
+    with pytest.raises(ValueError) as error:
+        Translator.load([RunDir(tiny_attention_run), RunDir(other)])
+    assert f"{tiny_attention_run} and {other} have different" in str(error.value)
 
 
 def test_cli_translates_with_an_ensemble(tiny_run, tiny_attention_run):

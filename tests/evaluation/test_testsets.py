@@ -58,3 +58,17 @@ def test_a_test_set_that_is_neither_files_nor_pairs_is_refused(tmp_path):
         with pytest.raises(ValueError, match=item):
             load_test_set("m", bad)
     assert load_test_set("two", [("a", "b"), ["c", "d"]]).references == ["b", "d"]
+
+
+def test_a_list_of_test_sets_takes_pairs_of_files_and_names_what_it_cannot_read(tmp_path):
+    src, ref = tmp_path / "t.de", tmp_path / "t.en"
+    src.write_text("Hallo.\n", encoding="utf-8")
+    ref.write_text("Hello.\n", encoding="utf-8")
+    sets = load_test_sets([(src, str(ref))])
+    assert list(sets) == ["t.de"] and sets["t.de"].references == ["Hello."]  # as SRC,REF names it
+    # a tuple was read as the file "('a'" (its string form)
+    for bad, shown in (([("a", "b", "c")], "test set 0"), ([str(src), 3], "test set 1.*got 3")):
+        with pytest.raises(ValueError, match=shown):
+            load_test_sets(bad)
+    with pytest.raises(CorpusError, match="a"):
+        load_test_sets([("a", "b")])  # a pair of paths, and "a" does not exist

@@ -131,13 +131,27 @@ def load_test_sets(
     else:
         if isinstance(test_sets, (str, Path)):
             test_sets = [test_sets]
-        items = [parse_test_spec(str(s)) for s in test_sets]
+        items = [_list_item(i, s) for i, s in enumerate(test_sets)]
     out: dict[str, TestSet] = {}
     for name, spec in items:
         if name in out:
             raise ValueError(f"test set name {name!r} is given twice; name them NAME=FILE")
         out[name] = load_test_set(name, spec)
     return out
+
+
+def _list_item(index: int, item: Any) -> tuple[str, Any]:
+    """(name, spec) of an item of a list of test sets: a spec string or path, or a pair of
+    aligned files (named by the source file, as `SRC_FILE,REF_FILE` is)."""
+    if isinstance(item, (str, Path)):
+        return parse_test_spec(str(item))
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        if all(isinstance(x, (str, Path)) for x in item):
+            return _stem(str(item[0])), tuple(item)
+    raise ValueError(
+        f"test set {index}: expected 'NAME=FILE.tsv', 'NAME=SRC_FILE,REF_FILE', a path or a pair "
+        f"of paths, got {item!r:.80}; name in-memory pairs with a mapping {{name: pairs}}"
+    )
 
 
 def default_test_set(run: RunDir) -> TestSet:
