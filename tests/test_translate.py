@@ -140,13 +140,14 @@ def test_translate_rejects_what_is_not_text_and_bad_options(tiny_run):
             t.translate(bad)
     # A lone surrogate (from a JSON "\\ud800" escape, or bytes decoded with surrogateescape) is
     # no Unicode text: named, in every entry point, instead of the tokenizer's TypeError.
-    lone = r"sentence 1: not valid Unicode: a lone surrogate \(\\udcff\) at character 3"
-    for call in (
-        lambda: t.translate(["Gut.", "Das\udcff Haus."]),
-        lambda: t.translate_nbest(["Gut.", "Das\udcff Haus."]),
-        lambda: t.score(["Gut.", "Das\udcff Haus."], ["Good.", "The house."]),
+    lone = r"{} 1: not valid Unicode: a lone surrogate \(\\udcff\) at character 3"
+    for call, item in (
+        (lambda: t.translate(["Gut.", "Das\udcff Haus."]), "sentence"),
+        (lambda: t.translate_nbest(["Gut.", "Das\udcff Haus."]), "sentence"),
+        (lambda: t.score(["Gut.", "Das\udcff Haus."], ["Good.", "The house."]), "source"),
+        (lambda: t.score(["Gut.", "Das Haus."], ["Good.", "The\udcff house."]), "target"),
     ):
-        with pytest.raises(ValueError, match=lone):
+        with pytest.raises(ValueError, match=lone.format(item)):
             call()
     assert t.translate("Das Haus \U0001f600.")  # a pair that is one character is fine
     for options, key in (

@@ -354,7 +354,7 @@ class Translator:
         """
         if isinstance(sources, str) or isinstance(targets, str):
             raise TypeError("score() takes a list of sources and a list of targets")
-        sources, targets = _as_list(sources), _as_list(targets)
+        sources, targets = _as_list(sources, "source"), _as_list(targets, "target")
         if len(sources) != len(targets):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets; give pairs")
         return self.scorer.score(
@@ -484,21 +484,21 @@ def _tokenizer_identity(tok: Tokenizer) -> tuple:
     return (tok.type_name, model, getattr(tok, "lowercase", False))
 
 
-def _as_list(sentences: Iterable[str]) -> list[str]:
+def _as_list(sentences: Iterable[str], item: str = "sentence") -> list[str]:
     """A list of sentences; a clear `TypeError` for anything that is not a string, and a
     `ValueError` for a string that is not Unicode text (a lone surrogate, which no tokenizer
-    takes)."""
+    takes). Messages name the bad one as `{item} {index}` (e.g. "target 3")."""
     if isinstance(sentences, str | bytes | Mapping) or not isinstance(sentences, Iterable):
         what = "a string" if isinstance(sentences, str) else type(sentences).__name__
         raise TypeError(f"expected a list of strings (sentences), got {what}")
     out = list(sentences)
     for i, s in enumerate(out):
         if not isinstance(s, str):
-            raise TypeError(f"sentence {i}: expected a string, got {type(s).__name__}")
+            raise TypeError(f"{item} {i}: expected a string, got {type(s).__name__}")
         problem = unicode_problem(s)
         if problem is not None:
             at, char = problem
             raise ValueError(
-                f"sentence {i}: not valid Unicode: a lone surrogate ({char}) at character {at}"
+                f"{item} {i}: not valid Unicode: a lone surrogate ({char}) at character {at}"
             )
     return out
