@@ -775,6 +775,7 @@ def load_tokenizers(ctx: Context):
 def train(ctx: Context) -> dict:
     """Train with checkpoints every epoch; resumes from the last checkpoint when interrupted."""
     from translator.data.records import open_train_examples
+    from translator.data.tokenizers import tokenizer_digest
     from translator.training import train as train_model
 
     src_tok, tgt_tok = load_tokenizers(ctx)
@@ -798,7 +799,10 @@ def train(ctx: Context) -> dict:
         f"best validation BLEU {result.best_bleu:.2f} at epoch {result.best_epoch}; "
         f"{result.train_tokens_per_s:.0f} target tokens/s"
     )
-    return dataclasses.asdict(result)
+    # What the model was trained on, so that readers notice tokenizers replaced afterwards
+    # (RunDir.check_tokenizers_trained_with).
+    digests = {"src": tokenizer_digest(src_tok), "tgt": tokenizer_digest(tgt_tok)}
+    return {**dataclasses.asdict(result), "tokenizer_digests": digests}
 
 
 # -- evaluate --------------------------------------------------------------------------------------

@@ -261,6 +261,31 @@ class RunDir:
                 f"{self.path} --force"
             )
 
+    def check_tokenizers_trained_with(self, model_path: str | Path, src_tok, tgt_tok) -> None:
+        """Check that the tokenizers are the ones training recorded (`tokenizer_digests` in
+        `stages/train.json`, written when a training run ends); runs without that record are not
+        checked.
+
+        `tokenize --force` replaces the tokenizers and leaves the trained model until it is
+        trained again: with vocabularies of the same size, translation ran on silently, with
+        ids that mean other pieces (nonsense output, low scores).
+
+        Raises:
+            ArtifactError: naming the tokenizer file and the model file, with what to do.
+        """
+        from translator.data.tokenizers import tokenizer_digest
+        from translator.io import ArtifactError
+
+        recorded = self.stage_record("train").get("summary", {}).get("tokenizer_digests") or {}
+        for side, tok, what in (("src", src_tok, "source"), ("tgt", tgt_tok, "target")):
+            if side in recorded and recorded[side] != tokenizer_digest(tok):
+                raise ArtifactError(
+                    f"{self.tokenizer_file(tok.type_name, side)} is not the {what} tokenizer "
+                    f"{model_path} was trained with (the tokenize stage ran again after "
+                    "training): train the model on these tokenizers (translator train CONFIG "
+                    f"--run-dir {self.path} --force), or restore the tokenizers it was trained with"
+                )
+
     def require_trained(self) -> RunDir:
         """`self`, or :class:`ModelNotFoundError` saying which stage to run."""
         if not self.path.is_dir():

@@ -16,7 +16,13 @@ import numpy as np
 from translator.config import DecodeConfig
 from translator.data.batching import length_sorted_batches, length_sorted_windows, pad_batch
 from translator.data.corpus import normalize
-from translator.data.tokenizers import BOS_ID, EOS_ID, Tokenizer, load_tokenizer
+from translator.data.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    Tokenizer,
+    load_tokenizer,
+    tokenizer_digest,
+)
 from translator.decoding.contract import as_step_model
 from translator.decoding.sampling import DEFAULT_SEED, Sampler, check_seed
 from translator.decoding.search import Hypothesis, Searcher, max_output_lengths
@@ -139,6 +145,7 @@ class Translator:
             "--force",
         )
         run.check_vocabularies(model, path, src_tok, tgt_tok)
+        run.check_tokenizers_trained_with(path, src_tok, tgt_tok)
         saved = getattr(model, "config", None)
         if saved is not None and saved != config.model:
             warnings.warn(
@@ -166,7 +173,7 @@ class Translator:
         first = members[0]
         for r, m in zip(run_dirs[1:], members[1:], strict=True):
             for side in ("src", "tgt"):
-                if _tokenizer_identity(getattr(m, f"{side}_tokenizer")) != _tokenizer_identity(
+                if tokenizer_digest(getattr(m, f"{side}_tokenizer")) != tokenizer_digest(
                     getattr(first, f"{side}_tokenizer")
                 ):
                     what = "source" if side == "src" else "target"
@@ -476,12 +483,6 @@ def _alignments(
         )
         for ids, h, matrix in zip(encoded, best, matrices, strict=True)
     ]
-
-
-def _tokenizer_identity(tok: Tokenizer) -> tuple:
-    """What makes two tokenizers encode alike: kind, model or vocabulary, lowercasing."""
-    model = getattr(tok, "_proto", None) or tuple(getattr(tok, "vocab", ()))
-    return (tok.type_name, model, getattr(tok, "lowercase", False))
 
 
 def _as_list(sentences: Iterable[str], item: str = "sentence") -> list[str]:

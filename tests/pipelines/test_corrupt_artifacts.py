@@ -153,6 +153,27 @@ def test_tokenizers_replaced_after_training_are_refused_at_load(tiny_run, tmp_pa
     assert _epochs(run_dir) == [1, 2, 3, 4, 5, 6]
 
 
+def test_tokenizers_of_the_same_size_replaced_after_training_are_refused_at_load(
+    tiny_run, tmp_path
+):
+    """`tokenize --force` leaves the trained model: with vocabularies of the same size, translate
+    and evaluate ran on with ids that mean other pieces (nonsense, low BLEU, exit 0)."""
+    run_dir = _copy(tiny_run, tmp_path)
+    run = RunDir(run_dir)
+    assert set(run.stage_record("train")["summary"]["tokenizer_digests"]) == {"src", "tgt"}
+    size = run.stage_record("tokenize")["summary"]["src_vocab_size"]
+    texts = [p.tgt for p in read_tsv(run.split("train"))]  # other pieces, as many of them
+    tok = train_tokenizer("sentencepiece", texts, size)
+    assert tok.vocab_size == size
+    save_tokenizer(tok, run.tokenizers, "src")
+    src_file = run.tokenizer_file("sentencepiece", "src")
+    r = run_main("translate", run_dir, "Das Haus ist groß.")
+    _one_line_error(r, src_file, run.model_file, "tokenize stage ran again", "--force")
+    r = run_main("evaluate", run_dir)  # its progress line, then the same error
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"translator: error: {src_file} is not")
+
+
 def test_a_damaged_export_is_one_error_naming_it(tiny_attention_export, tmp_path):
     export = tmp_path / "export"
     data = "variables/variables.data-00000-of-00001"

@@ -411,3 +411,37 @@ def test_an_interrupted_force_keeps_the_finished_run_until_its_first_epoch_repla
     run_stage(Context(config, run_dir, verbose=0), "train")
     assert "after epoch 1" in capsys.readouterr().out  # resumed, not "up to date"
     assert marker.is_file() and [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3]
+
+
+def test_an_interrupted_continuation_leaves_a_run_to_resume_not_an_up_to_date_record(
+    averaged_run, tmp_path, monkeypatch, capsys
+):
+    """A finished run continued with more epochs and interrupted after one of them: its model is
+    the continuation's, so the stage record of the finished run must not say "up to date" over
+    it (a later `run` with the first config skipped training and evaluated the new model under
+    the old record)."""
+    from translator.pipelines.stages import Context, run_stage
+
+    from translator.training import callbacks
+
+    run_dir = shutil.copytree(averaged_run, tmp_path / "run")
+    marker = run_dir / "stages" / "train.json"
+    more = load_config(TINY, overrides=["train.epochs=5", *STEPS, *AVERAGED])
+    real = callbacks.ValidationBLEU.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == 5:
+            raise KeyboardInterrupt
+        return real(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.ValidationBLEU, "on_epoch_end", on_epoch_end)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(Context(more, run_dir, verbose=0), "train")
+    assert not marker.is_file()  # epoch 4 was written over the finished run
+    assert [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3, 4]
+    monkeypatch.setattr(callbacks.ValidationBLEU, "on_epoch_end", real)
+    first = load_config(TINY, overrides=["train.epochs=3", *STEPS, *AVERAGED])
+    summary = run_stage(Context(first, run_dir, verbose=0), "train")
+    assert not summary.get("skipped") and summary["epochs"] == 4  # what is on disk
+    assert json.loads(marker.read_text())["summary"]["epochs"] == 4
+    capsys.readouterr()

@@ -414,6 +414,19 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path, side: str) -> Path:
     return path
 
 
+def tokenizer_digest(tok: Tokenizer) -> str:
+    """What makes two tokenizers encode alike (kind, SentencePiece model or vocabulary,
+    lowercasing), as a short hex digest: equal digests, equal encodings."""
+    import hashlib
+
+    model = getattr(tok, "_proto", None)
+    if model is None:
+        model = json.dumps(list(getattr(tok, "vocab", ())), ensure_ascii=False).encode("utf-8")
+    h = hashlib.sha256(f"{tok.type_name}\0{getattr(tok, 'lowercase', False)}\0".encode())
+    h.update(model)
+    return h.hexdigest()[:16]
+
+
 def load_tokenizer(directory: str | Path, kind: str, side: str) -> Tokenizer:
     """Load the `side` tokenizer of `kind` from `directory`."""
     path = tokenizer_path(directory, kind, side)

@@ -287,11 +287,12 @@ def add_checkpoint_average(
     return best.average
 
 
-class StartingOver(keras.callbacks.Callback):
-    """Training from scratch over a finished run (`--force`): the finished run stays whole (its
-    model, checkpoints, epoch files and stage record) until this run's first epoch ends; then,
-    before any of it is replaced, its stage record (`paths`) goes, so that an interruption from
-    there on leaves a run to resume rather than one that says it is up to date."""
+class DropStageRecord(keras.callbacks.Callback):
+    """Training over a finished run, from scratch (`--force`) or continued (more epochs): the
+    finished run stays whole (its model, checkpoints, epoch files and stage record) until this
+    run's first epoch ends; then, before any of it is replaced, its stage record (`paths`) goes,
+    so that an interruption from there on leaves a run to resume rather than one whose record
+    says it is up to date while its model is the new run's."""
 
     def __init__(self, paths: list[Path]):
         super().__init__()

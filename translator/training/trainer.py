@@ -29,7 +29,7 @@ from translator.rundir import RunDir
 from translator.training.callbacks import (
     BestModel,
     Checkpoint,
-    StartingOver,
+    DropStageRecord,
     Throughput,
     TimeBudget,
     ValidationBLEU,
@@ -275,8 +275,7 @@ def _train(
         keras.callbacks.TensorBoard(str(out.logs / "tensorboard"), write_graph=False),
         Checkpoint(state, out),
     ]
-    if from_scratch:
-        callbacks.insert(0, StartingOver([out.stage_marker("train")]))
+    callbacks.insert(0, DropStageRecord([out.stage_marker("train")]))
     if tc.average_checkpoints:  # a worker other than the chief copies the chief's kept epochs
         add_checkpoint_average(
             callbacks, state, tc.average_checkpoints, out.checkpoints, run.checkpoints
