@@ -30,7 +30,7 @@ from translator.io import (
     remove_dead_leftovers,
     require_utf8_path,
 )
-from translator.rundir import RunDir
+from translator.rundir import RunDir, RunDirBusyError
 
 AVERAGE_RECORD = "average.json"
 
@@ -72,13 +72,15 @@ def kept_epochs(run: RunDir) -> dict[int, float | None]:
     validation BLEU (None if not logged), ascending."""
     from translator.training.averaging import epoch_weights
 
-    if not run.train_state.is_file():
+    # A training killed between its two writes leaves only the state before (as `resume` reads).
+    state = next((p for p in (run.train_state, run.previous_train_state) if p.is_file()), None)
+    if state is None:
         raise FileNotFoundError(
             f"{run.train_state} not found: {run.path} has no training state; train it first"
         )
-    saved = read_json(run.train_state, "train the run again to rewrite it")
+    saved = read_json(state, "train the run again to rewrite it")
     if not isinstance(saved, dict) or not isinstance(saved.get("history", []), list):
-        raise ArtifactError(f"{run.train_state} is not a training state; train the run again")
+        raise ArtifactError(f"{state} is not a training state; train the run again")
     done = int(saved.get("epoch", 0))
     scores = {int(row["epoch"]): row.get("val_bleu") for row in saved.get("history", [])}
     return {
@@ -164,9 +166,10 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def write_run_dir(run: RunDir, out: Path, model, record: dict) -> None:
+def write_run_dir(run: RunDir, out: Path, model, record: dict, force: bool = True) -> None:
     """Write `out` as a loadable run directory with `model` as its `model.keras`: whole, by a
-    rename of a temporary directory beside it (an existing `out` is replaced)."""
+    rename of a temporary directory beside it (an existing `out` is replaced with `force`;
+    without it, an `out` that appeared while this ran is a `FileExistsError`)."""
     from translator.models.saving import save_model
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +190,11 @@ def write_run_dir(run: RunDir, out: Path, model, record: dict) -> None:
                 shutil.copy2(run.stage_marker(stage), tmp.stage_marker(stage))
         save_model(model, tmp.model_file)
         atomic_write_json(tmp.path / AVERAGE_RECORD, record)
+        if out.exists() and not force:
+            raise FileExistsError(
+                f"{out} was written by someone else while this average ran; give another "
+                "--output, or --force to replace it"
+            )
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old / out.name)
@@ -213,11 +221,25 @@ def _greedy_bleu(translator, pairs) -> tuple[float, float]:
 
 
 def cmd_average(args) -> int:
+    how: Literal["last", "best"] = "last" if args.last is not None else "best"
+    source = RunDir(args.run_dir).require_trained()
+    # The run's writer lock: a training run replaces the epoch checkpoints and the training state
+    # as it goes (averages made beside one failed on files deleted after planning).
+    try:
+        with source.lock():
+            return _average(args, how)
+    except RunDirBusyError as e:
+        raise RunDirBusyError(
+            f"{e}; a run is averaged when no other translator process (such as its training) "
+            "writes it"
+        ) from None
+
+
+def _average(args, how: Literal["last", "best"]) -> int:
     from translator.data.corpus import read_tsv
     from translator.training.averaging import average_checkpoints, read_weights, spare_model
     from translator.translate import Translator
 
-    how: Literal["last", "best"] = "last" if args.last is not None else "best"
     plan = plan_average(
         args.run_dir, how, args.last if how == "last" else args.best, args.output, args.force
     )
@@ -251,7 +273,7 @@ def cmd_average(args) -> int:
             },
         },
     }
-    write_run_dir(run, plan.out, averaged.model, record)
+    write_run_dir(run, plan.out, averaged.model, record, force=args.force)
     which = f"the last {len(plan.epochs)}" if how == "last" else f"the best {len(plan.epochs)}"
     print(
         f"averaged epochs {', '.join(map(str, plan.epochs))} of {run.path} ({which}) into "

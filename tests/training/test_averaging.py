@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 
+import keras
 import numpy as np
 import pytest
 from translator.pipelines.cli import main
@@ -365,6 +366,38 @@ def test_average_command_errors(averaged_run, tiny_run, tmp_path, capsys):
         assert err.startswith("translator: error:") and message in err, err
         assert len(err.splitlines()) == 1
     assert not (tmp_path / "few-avg2").exists()
+
+
+def test_average_waits_for_no_writer_and_keeps_an_average_made_beside_it(
+    averaged_run, tmp_path, capsys
+):
+    """Averages made while the run trained failed on epoch files deleted after planning, or said
+    the training state was missing ("train it first") in the moment it is renamed; two averages
+    into one --output both reported success and the later one silently replaced the other."""
+    from translator.pipelines.average_cmd import write_run_dir
+
+    from translator.rundir import RunDir
+
+    run_dir = shutil.copytree(averaged_run, tmp_path / "run")
+    with RunDir(run_dir).lock():  # as a training process holds it
+        assert main(["average", str(run_dir), "--last", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "in use by another translator process" in err and "its training" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "run-avg2").exists()
+    # killed between the training state's two writes: the state before is read, as resume does
+    os.replace(run_dir / "checkpoints" / "state.json", run_dir / "checkpoints" / "previous.json")
+    assert main(["average", str(run_dir), "--last", "2"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run-avg2" / "model.keras").is_file()
+    # an --output that appears while an average runs is kept without --force
+    other = shutil.copytree(averaged_run, tmp_path / "other")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("kept", encoding="utf-8")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(FileExistsError, match="written by someone else while this average ran"):
+        write_run_dir(RunDir(other), out, model, {}, force=False)
+    assert (out / "mine.txt").read_text(encoding="utf-8") == "kept"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
 def test_an_interrupted_force_keeps_the_finished_run_until_its_first_epoch_replaces_it(
