@@ -411,3 +411,23 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(
         f"OUT_DIR {tmp_path / 'out'}: cannot write the SavedModel (no space left on device)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_check_against_a_model_replaced_since_the_export_says_so(tiny_attention_run, tmp_path):
+    """An export checked while a training run replaced its run's model.keras reported 0/40
+    identical translations (a broken export); the export records the model's digest, and the
+    check compares with that model only."""
+    from translator.export import ExportError, check_export, export_run
+    from translator.io import file_digest
+
+    run = shutil.copytree(tiny_attention_run, tmp_path / "run")
+    out = export_run(run, tmp_path / "export", beam_size=1)
+    info = json.loads((out / "translator_export.json").read_text())
+    assert info["model_digest"] == file_digest(run / "model.keras")
+    from translator.models.saving import load_model, save_model
+
+    model = load_model(run / "model.keras")  # as training would replace it: other weights
+    model.weights[0].assign(model.weights[0] + 0.01)
+    save_model(model, run / "model.keras")
+    with pytest.raises(ExportError, match="is not the model .* was exported from"):
+        check_export(out, ["Das Haus."])

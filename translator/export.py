@@ -58,6 +58,7 @@ from translator.io import (
     check_output_path,
     check_replaceable,
     current_umask,
+    file_digest,
     leftover_prefix,
     remove_dead_leftovers,
     require_utf8_path,
@@ -479,8 +480,6 @@ def export_run(
             lambda d: (d / "saved_model.pb").is_file() or (d / EXPORT_INFO).is_file(),
         )
 
-    from translator.translate import Translator
-
     # The export is written into a hidden directory of its own beside OUT_DIR (made first: a
     # place that cannot be written fails now, not after building the graph), then renamed.
     try:
@@ -494,7 +493,7 @@ def export_run(
             f"OUT_DIR {out}: cannot write in {target.parent} ({e.strerror or e})"
         ) from None
     try:
-        translator = Translator.load(run)
+        translator, model_digest = _load_unchanged(run)
         has_attention = getattr(translator.model, "attention", None) is not None
         src = load_tokenizer(run.tokenizers, kind, "src")
         assert isinstance(src, SentencePieceTokenizer)
@@ -527,6 +526,7 @@ def export_run(
             {
                 "source_run": str(run.path.resolve()),
                 "model_file": str(run.model_file.resolve()),
+                "model_digest": model_digest,
                 "decode": dataclasses.asdict(settings),
                 "signatures": [*SIGNATURES, *(["align"] if has_attention else [])],
                 "attention": has_attention,
@@ -625,6 +625,23 @@ class ExportCheck:
         )
 
 
+def _load_unchanged(run: RunDir) -> tuple[Any, str]:
+    """`Translator.load(run)` and the digest of the model file it read. A training run replaces
+    `model.keras` as it goes (by a rename, so a load reads one whole version): the digest is
+    taken before and after, and a load between two versions is tried again."""
+    from translator.translate import Translator
+
+    for _ in range(3):
+        before = file_digest(run.model_file)
+        translator = Translator.load(run)
+        if file_digest(run.model_file) == before:
+            return translator, before
+    raise ExportError(
+        f"{run.model_file} was replaced three times while it was read (a training run writes "
+        "it); export once the training ends"
+    )
+
+
 def check_export(export_dir: str | Path, sentences: list[str], run_dir=None) -> ExportCheck:
     """Load `export_dir` in a fresh Python process with TensorFlow and tensorflow-text only (this
     package unimportable), translate `sentences` there, and compare with `Translator` on the
@@ -633,15 +650,19 @@ def check_export(export_dir: str | Path, sentences: list[str], run_dir=None) -> 
     import subprocess
     import tempfile
 
-    from translator.translate import Translator
-
     export_dir = Path(export_dir).resolve()  # the check runs in another working directory
     info = read_export_info(export_dir)
     run = run_dir or info.get("source_run")
     if not run:
         raise ExportError(f"{export_dir}: no {EXPORT_INFO} naming its run; pass the run directory")
     s = info["decode"]
-    translator = Translator.load(run)
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    translator, digest = _load_unchanged(run)
+    if info.get("model_digest", digest) != digest:  # exports before the digest are not checked
+        raise ExportError(
+            f"{run.model_file} is not the model {export_dir} was exported from (it was "
+            "replaced since, e.g. by a training run): nothing to compare with; export again"
+        )
     python = translator.translate_nbest(
         sentences,
         n_best=s["n_best"],

@@ -1,6 +1,7 @@
 """Ensembles: `Translator.load([run_a, run_b])` decodes with the mean of the models'
 log-probabilities inside the same greedy and beam search."""
 
+import json
 import shutil
 
 import pytest
@@ -53,6 +54,10 @@ def test_an_ensemble_needs_the_same_tokenizers(tiny_attention_run, tmp_path):
     shutil.copytree(tiny_attention_run, other)
     tokenizers = other / "tokenizers"
     shutil.copy(tokenizers / "src.model", tokenizers / "tgt.model")  # another target vocabulary
+    # as if `other` had been trained on it (its own record would name that tokenizer)
+    record = json.loads((other / "stages" / "train.json").read_text())
+    del record["summary"]["tokenizer_digests"]
+    (other / "stages" / "train.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="different target vocabularies"):
         Translator.load([tiny_attention_run, other])
     # the CLI passes RunDir objects: the message names their paths (it showed RunDir('...'))
