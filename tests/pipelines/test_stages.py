@@ -325,3 +325,20 @@ def test_options_added_later_leave_fingerprints_alone_at_their_defaults(section)
         assert key not in default
         changed = flat(of(load_config(TINY, overrides=[*base, f"{key}={value}"])), f"{section}.")
         assert key in changed, key
+
+
+def test_split_files_with_a_corpus_that_does_not_read_them_are_an_error(tmp_path):
+    """`data.train` with the bundled corpus (or a TFDS one) was ignored: prepare made the
+    bundled splits and training ran on another corpus than the one named."""
+    from translator.data.corpus import CorpusError
+
+    for sets in (
+        ["data.train=mine.tsv"],
+        ["data.corpus=tfds:ted_hrlr_translate/pt_to_en", "data.test=t.tsv"],
+    ):
+        key = sets[-1].split("=")[0]
+        cfg = load_config(TINY, overrides=sets)
+        with pytest.raises(
+            CorpusError, match=f"{key}: .* is read only with data.corpus: tsv or text"
+        ):
+            run_stage(Context(cfg, tmp_path / key, verbose=0), "prepare")

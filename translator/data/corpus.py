@@ -401,6 +401,14 @@ def read_split(
         CorpusError: naming the file (and line), or the config key and the valid choices. A
             missing file or dataset fails at the call; a bad line when the iteration reaches it.
     """
+    if d.corpus == BUNDLED or d.corpus.startswith("tfds:"):
+        for key in ("train", "valid", "test"):  # ignored without a word, they trained on another
+            if getattr(d, key):  # corpus than the one named
+                raise CorpusError(
+                    f"data.{key}: {getattr(d, key)!r} is read only with data.corpus: tsv or text, "
+                    f"but data.corpus is {d.corpus}; set data.corpus: tsv (or text), or leave "
+                    f"data.{key} null"
+                )
     if d.corpus == BUNDLED:
         if split != "train":
             return iter_tsv(bundled_path(split))
