@@ -155,11 +155,12 @@ def translate_stream(
         try:
             while True:
                 while len(pending) < IN_FLIGHT and bad_input is None:
+                    chunk = []
                     try:
-                        chunk = list(itertools.islice(lines, chunk_lines))
-                    except CorpusError as e:
+                        for line in itertools.islice(lines, chunk_lines):
+                            chunk.append(line)
+                    except CorpusError as e:  # the lines read before it are still translated
                         bad_input = e
-                        break
                     if not chunk:
                         break
                     pending.append(

@@ -45,10 +45,13 @@ def test_input_and_output_problems_are_one_line_errors(tiny_run, tmp_path):
         timeout=600,
     )
     r = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
-    _clean_error(r, "<stdin>:2: invalid UTF-8", str(out))
+    _clean_error(r, "<stdin>:2: invalid UTF-8", f"the 1 lines before it are translated in {out}")
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1  # (they were dropped)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"Das Haus.\nDer Hund.\n\xff kaputt\n")
-    _clean_error(run_main("translate", tiny_run, "--input", bad), f"{bad}:3: invalid UTF-8")
+    r = run_main("translate", tiny_run, "--input", bad)
+    _clean_error(r, f"{bad}:3: invalid UTF-8", "the 2 lines before it are translated")
+    assert len(r.stdout.splitlines()) == 2
     # An output that cannot be written: a full disk, a path under a file.
     _clean_error(run_main("translate", tiny_run, "Das Haus.", "--output", "/dev/full"), "/dev/full")
     blocker = tmp_path / "a-file"
