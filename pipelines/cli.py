@@ -82,6 +82,7 @@ def cmd_evaluate(args) -> int:
         is_stage_form,
         run_directory_options_given,
         run_evaluate,
+        stage_options_given,
     )
 
     if is_stage_form(args):
@@ -106,6 +107,13 @@ def cmd_evaluate(args) -> int:
         }
         args.set = (args.set or []) + [f"decode.{k}={v}" for k, v in given.items() if v is not None]
         return cmd_stage(args)
+    ignored = stage_options_given(args)
+    if ignored:  # they were dropped without a word (e.g. --set decode.beam_size=2)
+        raise ConfigError(
+            f"{', '.join(ignored)}: options of the evaluate stage (translator evaluate CONFIG); "
+            "evaluating run directories takes the decoding flags (--beam-size, --length-penalty, "
+            "--word-reward, --batch-size, --xla) and --test, --metrics, --output-dir, --no-cache"
+        )
     return run_evaluate(args)
 
 

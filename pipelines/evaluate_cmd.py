@@ -92,18 +92,30 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 # Options of the run-directory form that the stage form (`evaluate CONFIG`) has no use for.
 RUN_DIRECTORY_OPTIONS = ("test", "metrics", "output_dir", "worst", "bootstrap", "seed", "no_cache")
+# And the stage form's, which the run-directory form has no use for.
+STAGE_OPTIONS = ("run_dir", "set", "force")
 
 
-def run_directory_options_given(args) -> list[str]:
-    """The flags of `RUN_DIRECTORY_OPTIONS` that `args` sets to other than their defaults."""
+def _options_given(args, dests: tuple[str, ...]) -> list[str]:
+    """The flags among `dests` that `args` sets to other than their defaults."""
     parser = argparse.ArgumentParser()
     add_evaluate_arguments(parser)
     defaults = parser.parse_args(["RUN_DIR"])
     return [
         f"--{dest.replace('_', '-')}"
-        for dest in RUN_DIRECTORY_OPTIONS
+        for dest in dests
         if getattr(args, dest) != getattr(defaults, dest)
     ]
+
+
+def run_directory_options_given(args) -> list[str]:
+    """The flags of `RUN_DIRECTORY_OPTIONS` that `args` sets to other than their defaults."""
+    return _options_given(args, RUN_DIRECTORY_OPTIONS)
+
+
+def stage_options_given(args) -> list[str]:
+    """The flags of `STAGE_OPTIONS` (`--run-dir`, `--set`, `--force`) that `args` sets."""
+    return _options_given(args, STAGE_OPTIONS)
 
 
 def is_stage_form(args) -> bool:

@@ -36,6 +36,18 @@ def test_config_form_still_runs_the_evaluate_stage(runs, capsys):
     assert main([*stage, "--test", "x.tsv", "--worst", "3"]) == 2
     err = capsys.readouterr().err
     assert "--test, --worst: not options of the evaluate stage" in err, err
+    # and the stage form's options in the run-directory form (--set was dropped without a word)
+    assert main(["evaluate", str(runs[0]), "--set", "decode.beam_size=2", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "--set, --force: options of the evaluate stage" in err and "--beam-size" in err, err
+
+
+def test_a_malformed_test_file_is_named_without_a_corpus_setting(runs, tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Das Haus.\tThe house.\nkein Tab\n", encoding="utf-8")
+    assert main(["evaluate", str(runs[0]), "--test", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: expected exactly one tab" in err and "skip_malformed" not in err, err
 
 
 def test_bad_arguments_fail_before_loading_a_model(tmp_path):

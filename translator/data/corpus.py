@@ -182,9 +182,12 @@ def _tsv_pairs(path: Path, skip_malformed: bool, report: ReadReport | None) -> I
                 if report is not None:
                     report.malformed += 1
                 continue
+            # data.skip_malformed applies to the corpus that prepare reads (with a report),
+            # not to test sets and run splits read elsewhere
+            hint = " or set data.skip_malformed: true" if report is not None else ""
             raise CorpusError(
                 f"{path}:{lineno}: expected exactly one tab (source<TAB>target), found "
-                f"{len(fields) - 1}; fix the line or set data.skip_malformed: true"
+                f"{len(fields) - 1}; fix the line{hint}"
             )
         yield Pair(fields[0], fields[1])
 
