@@ -276,7 +276,7 @@ class RunDir:
         from translator.data.tokenizers import tokenizer_digest
         from translator.io import ArtifactError
 
-        recorded = self.stage_record("train").get("summary", {}).get("tokenizer_digests") or {}
+        recorded = self.stage_summary("train").get("tokenizer_digests") or {}  # damaged: {}
         for side, tok, what in (("src", src_tok, "source"), ("tgt", tgt_tok, "target")):
             if side in recorded and recorded[side] != tokenizer_digest(tok):
                 raise ArtifactError(
