@@ -172,6 +172,9 @@ def test_tokenizers_of_the_same_size_replaced_after_training_are_refused_at_load
     r = run_main("evaluate", run_dir)  # its progress line, then the same error
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"translator: error: {src_file} is not")
+    # a damaged record is no record: the model still loads (unchecked)
+    (run_dir / "stages" / "train.json").write_text("{", encoding="utf-8")
+    assert run_main("translate", run_dir, "Das Haus ist groß.").returncode == 0
 
 
 def test_a_damaged_export_is_one_error_naming_it(tiny_attention_export, tmp_path):
