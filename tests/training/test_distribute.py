@@ -283,3 +283,26 @@ def test_the_distribute_bench_stops_the_other_workers_when_one_fails():
     with pytest.raises(RuntimeError, match="worker 0 failed"):
         _wait([failing, waiting], timeout=60)
     assert waiting.poll() is not None  # killed, not left running
+
+
+def test_a_worker_started_alone_says_it_waits_and_stops_on_ctrl_c(tokenized, tmp_path):
+    """A worker whose peers never come waited in TensorFlow's C++ start-up, silent (without
+    --verbose) and deaf to Ctrl-C: only kill -9 ended it."""
+    run = _copy(tokenized, tmp_path)
+    ports = free_loopback_ports(2)
+    env = _env(TF_CONFIG=_tf_config(ports, 0))
+    p = _train(run, "train.distribute=multi_worker", "train.epochs=50", env=env)
+    try:
+        line = p.stdout.readline()
+        deadline = time.time() + 120
+        while "waiting for the others to connect" not in line and time.time() < deadline:
+            line = p.stdout.readline()
+        assert "worker 0 of 2 in TF_CONFIG, waiting for the others to connect" in line, line
+        time.sleep(2)  # inside TensorFlow's wait
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+        assert p.returncode != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -22,9 +22,11 @@ on one that stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from translator.config import ConfigError, TrainConfig
@@ -122,8 +124,34 @@ def make_strategy(tc: TrainConfig) -> Any:
         return tf.distribute.MirroredStrategy(
             cpus, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0])
         )
-    del role
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    print(
+        f"[train] multi_worker: {role.task_type} {role.task_id} of {role.num_workers} in TF_CONFIG, "
+        "waiting for the others to connect (each started with its own task index)",
+        flush=True,
+    )
+    with _default_signal_actions():
+        return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+@contextlib.contextmanager
+def _default_signal_actions() -> Iterator[None]:
+    """SIGINT and SIGTERM end the process while TensorFlow waits for the cluster: that wait
+    blocks in C++, where Python's handlers never run (a worker started alone ignored Ctrl-C and
+    `kill`). Nothing is written yet, so there is nothing to finish."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in saved:
+            signal.signal(s, signal.SIG_DFL)
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def input_context_shard(input_context: Any) -> tuple[int, int]:
