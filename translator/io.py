@@ -62,6 +62,29 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def signal_handlers(handler: Any) -> Iterator[dict | None]:
+    """SIGINT and SIGTERM go to `handler` (a function, or `signal.SIG_DFL`) for the block, then
+    to their previous handlers again. Yields those previous handlers; or None, changing nothing,
+    where they cannot be changed: outside the main thread (the only one Python's handlers run
+    in), or where a handler was not set from Python (it could not be put back)."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    previous = {sig: signal.getsignal(sig) for sig in sigs}
+    if any(h is None for h in previous.values()):
+        yield None
+        return
+    for sig in sigs:
+        signal.signal(sig, handler)
+    try:
+        yield previous
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+@contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then act on the first that came
     (its own handler: `KeyboardInterrupt`, the CLI's `Terminated`).
@@ -70,23 +93,13 @@ def interrupts_deferred() -> Iterator[None]:
     bare `except:` and fall back to another way, so an interrupt that lands there is swallowed and
     a run asked to stop trains on. Only the main thread receives Python's signal handlers: in
     another thread, or where a handler was not set from Python, this does nothing."""
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in sigs}
-    if any(handler is None for handler in previous.values()):
-        yield
-        return
     caught: list[tuple[int, Any]] = []
-    for sig in sigs:
-        signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
+    previous = None
     try:
-        yield
+        with signal_handlers(lambda signum, frame: caught.append((signum, frame))) as previous:
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if caught:
+        if caught and previous:
             signum, frame = caught[0]
             handler = previous[signum]
             if callable(handler):

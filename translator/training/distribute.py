@@ -22,14 +22,14 @@ on one that stopped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+import signal
 from typing import Any
 
 from translator.config import ConfigError, TrainConfig
+from translator.io import signal_handlers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,29 +129,10 @@ def make_strategy(tc: TrainConfig) -> Any:
         "waiting for the others to connect (each started with its own task index)",
         flush=True,
     )
-    with _default_signal_actions():
+    # That wait blocks in C++, where Python's handlers never run (a worker started alone ignored
+    # Ctrl-C); nothing is written yet, so the default action (the process ends) is right.
+    with signal_handlers(signal.SIG_DFL):
         return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-@contextlib.contextmanager
-def _default_signal_actions() -> Iterator[None]:
-    """SIGINT and SIGTERM end the process while TensorFlow waits for the cluster: that wait
-    blocks in C++, where Python's handlers never run (a worker started alone ignored Ctrl-C and
-    `kill`). Nothing is written yet, so there is nothing to finish."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in saved:
-            signal.signal(s, signal.SIG_DFL)
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
 
 
 def input_context_shard(input_context: Any) -> tuple[int, int]:
